@@ -1,0 +1,7 @@
+//! One module per subcommand, each with its `Args` (or `Command`) and `run`.
+
+pub mod produce;
+pub mod receiver;
+pub mod router;
+pub mod sink;
+pub mod topics;

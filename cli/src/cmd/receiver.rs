@@ -1,0 +1,71 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use auditstream_receiver::tls::SelfSignedCa;
+use auditstream_receiver::{Receiver, ReceiverOptions};
+
+use crate::shutdown;
+
+/// Accepts JSON POSTs on any path and prints each body on its own line on stdout. Not for
+/// production: it exists so that the pipeline can be tried without a SIEM.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Serve HTTPS with a self-signed CA kept in this directory (`ca.pem`, `cert.pem`,
+    /// `key.pem`; generated when missing). Point a destination's `tls.ca_file` at `ca.pem`.
+    /// Without it, plain HTTP.
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
+    /// Do not print bodies, only a count on exit.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let tls = args.tls_dir.as_deref().map(load_or_generate).transpose()?;
+    let receiver = Receiver::start(ReceiverOptions {
+        listen: Some(args.listen),
+        tls,
+        keep_bodies: false,
+        print: !args.quiet,
+        expect_authorization: None,
+    })
+    .await
+    .with_context(|| format!("cannot listen on {}", args.listen))?;
+    eprintln!("receiver listening on {}", receiver.url());
+    shutdown::signal().await;
+    let snapshot = receiver.snapshot();
+    eprintln!(
+        "receiver stopping: {} requests, {} distinct events, {} duplicates",
+        snapshot.requests, snapshot.distinct, snapshot.duplicates
+    );
+    Ok(())
+}
+
+fn load_or_generate(dir: &Path) -> anyhow::Result<SelfSignedCa> {
+    let [ca, cert, key] = ["ca.pem", "cert.pem", "key.pem"].map(|name| dir.join(name));
+    if ca.exists() && cert.exists() && key.exists() {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        return Ok(SelfSignedCa {
+            ca_pem: read(&ca)?,
+            cert_pem: read(&cert)?,
+            key_pem: read(&key)?,
+        });
+    }
+    let generated = SelfSignedCa::generate().context("generating a self-signed certificate")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (path, text) in [
+        (&ca, &generated.ca_pem),
+        (&cert, &generated.cert_pem),
+        (&key, &generated.key_pem),
+    ] {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!("generated a self-signed CA in {}", dir.display());
+    Ok(generated)
+}

@@ -1,0 +1,114 @@
+//! `auditstream`: the command-line program of the pipeline.
+//!
+//! Each subcommand lives in `cmd/<name>.rs` with its `Args` and `run`; this file parses the
+//! command line, sets up logging, loads the configuration and maps errors to exit codes
+//! (0 success, 1 runtime failure, 2 bad usage or configuration).
+
+mod cmd;
+mod config;
+mod shutdown;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// Carries audit events from services to SIEMs through Kafka: at least once, redacted, observable.
+#[derive(Parser)]
+#[command(name = "auditstream", version, propagate_version = true)]
+#[command(
+    after_help = "Configuration: a TOML file (--config) with [kafka], [topics], [router] and \
+[[destinations]] sections; any field can be overridden by AUDITSTREAM_<SECTION>__<FIELD>, e.g. \
+AUDITSTREAM_KAFKA__BROKERS=127.0.0.1:9092. See README.md, \"Configuration\"."
+)]
+struct Cli {
+    /// Configuration file (TOML). Without it, built-in defaults and environment variables apply.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "AUDITSTREAM_CONFIG",
+        value_name = "FILE"
+    )]
+    config: Option<PathBuf>,
+    /// Bootstrap brokers (host:port,...), overriding kafka.brokers of the configuration.
+    #[arg(
+        long,
+        global = true,
+        env = "AUDITSTREAM_BROKERS",
+        value_name = "HOST:PORT"
+    )]
+    brokers: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the pipeline's Kafka topics.
+    #[command(subcommand)]
+    Topics(cmd::topics::Command),
+    /// Run a router: raw topics in, redacted v2 envelopes out.
+    Router(cmd::router::Args),
+    /// Run a sink worker of one destination.
+    Sink(cmd::sink::Args),
+    /// Publish raw events from a JSON-lines file or stdin, or generate synthetic ones.
+    Produce(cmd::produce::Args),
+    /// Run a local HTTP(S) destination that prints what it receives (for demos and tests).
+    Receiver(cmd::receiver::Args),
+}
+
+/// A failure the user fixes by changing the command line or the configuration (exit code 2).
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) anyhow::Error);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Receiver(args) = cli.command {
+        // The receiver is not part of the pipeline: it needs no configuration.
+        return cmd::receiver::run(args).await;
+    }
+    let mut config = Config::load(cli.config.as_deref()).map_err(UsageError)?;
+    if let Some(brokers) = cli.brokers {
+        config.kafka.brokers = brokers;
+    }
+    match cli.command {
+        Command::Topics(command) => cmd::topics::run(command, &config).await,
+        Command::Router(args) => cmd::router::run(args, &config).await,
+        Command::Sink(args) => cmd::sink::run(args, &config).await,
+        Command::Produce(args) => cmd::produce::run(args, &config).await,
+        Command::Receiver(_) => unreachable!("handled above"),
+    }
+}

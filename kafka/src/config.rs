@@ -1,0 +1,121 @@
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+/// The `[kafka]` section: how to reach the broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated `host:port`. Default `127.0.0.1:19092`, the port the
+    /// local scripts start the broker on. Use `127.0.0.1`, not `localhost`, with nisshi.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Extra librdkafka properties applied to every client, e.g. `security.protocol = "SSL"`.
+    /// They override the pipeline's defaults, so use them with care.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:19092".to_owned()
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: default_brokers(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Same settings, other brokers.
+    pub fn with_brokers(brokers: impl Into<String>) -> Self {
+        KafkaConfig {
+            brokers: brokers.into(),
+            ..KafkaConfig::default()
+        }
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "auditstream");
+        config
+    }
+
+    fn with_overrides(&self, mut config: ClientConfig) -> ClientConfig {
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// A consumer in `group` that never commits or stores offsets by itself: the pipeline stores
+    /// them only behind finished work (see [`crate::OffsetTracker`]).
+    pub fn consumer(&self, group: &str) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // Latency: the broker answers a fetch as soon as anything is there, or after 10 ms.
+            .set("fetch.wait.max.ms", "10")
+            // A crashed worker's partitions move on after 10 s rather than 45 s.
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            // Bounds librdkafka's prefetch buffer, which is the unbounded part of a consumer's memory.
+            .set("queued.max.messages.kbytes", "16384");
+        self.with_overrides(config)
+    }
+
+    /// A consumer that reads without a group (for inspection tools).
+    pub fn reader(&self) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("group.id", "auditstream.reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("fetch.wait.max.ms", "10");
+        self.with_overrides(config)
+    }
+
+    /// An idempotent producer that waits for all in-sync replicas: a record acknowledged by the
+    /// broker is durable and written once even when librdkafka retries it.
+    pub fn producer(&self) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "none");
+        self.with_overrides(config)
+    }
+
+    /// An admin client, for topic creation.
+    pub fn admin(&self) -> ClientConfig {
+        self.with_overrides(self.base())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_win_over_defaults() {
+        let mut kafka = KafkaConfig::with_brokers("127.0.0.1:1");
+        kafka
+            .properties
+            .insert("fetch.wait.max.ms".into(), "50".into());
+        let config = kafka.consumer("g");
+        assert_eq!(config.get("fetch.wait.max.ms"), Some("50"));
+        assert_eq!(config.get("enable.auto.commit"), Some("false"));
+        assert_eq!(config.get("group.id"), Some("g"));
+        assert_eq!(config.get("bootstrap.servers"), Some("127.0.0.1:1"));
+    }
+}

@@ -1,0 +1,27 @@
+use rdkafka::error::KafkaError as RdKafkaError;
+use thiserror::Error;
+
+/// Failures of the shared Kafka plumbing.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum KafkaError {
+    /// A client could not be created from the configuration.
+    #[error("cannot create Kafka {kind} for brokers {brokers}: {source}")]
+    CreateClient {
+        /// `consumer`, `producer` or `admin client`.
+        kind: &'static str,
+        /// The configured bootstrap servers.
+        brokers: String,
+        /// librdkafka's error.
+        #[source]
+        source: RdKafkaError,
+    },
+    /// Creating a topic failed for another reason than that it exists.
+    #[error("cannot create topic {topic}: {reason}")]
+    CreateTopic {
+        /// Topic name.
+        topic: String,
+        /// The broker's or client's explanation.
+        reason: String,
+    },
+}

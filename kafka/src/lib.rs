@@ -1,0 +1,19 @@
+//! Kafka plumbing shared by every auditstream process.
+//!
+//! * [`KafkaConfig`] turns the `[kafka]` section of the config file into librdkafka client
+//!   configurations with the settings the pipeline relies on (manual offset storage, idempotent
+//!   producer, low fetch wait).
+//! * [`topics`] names the pipeline's topics and creates them with partitions and retention.
+//! * [`OffsetTracker`] and [`TrackingContext`] implement "commit only behind finished work":
+//!   records may finish out of order, but the committed position of a partition never passes a
+//!   record that is still in flight, and revoked partitions are committed before they move.
+#![deny(missing_docs)]
+
+mod config;
+mod error;
+mod offsets;
+pub mod topics;
+
+pub use config::KafkaConfig;
+pub use error::KafkaError;
+pub use offsets::{OffsetTracker, TrackingConsumer, TrackingContext};

@@ -1,0 +1,299 @@
+//! At-least-once offset management.
+//!
+//! A record is *begun* when it is read and *finished* when its work is durable (the router's
+//! output acknowledged, a sink's delivery accepted or dead-lettered). The position committed for a
+//! partition is the lowest offset still in flight, or one past the highest finished offset when
+//! nothing is in flight. Completions may arrive in any order; the position never passes an
+//! unfinished record, so a crash can only cause redelivery, never loss.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaResult;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::{KafkaConfig, KafkaError};
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    in_flight: BTreeSet<i64>,
+    /// One past the highest offset begun.
+    next: Option<i64>,
+    /// Last position the broker confirmed as committed.
+    committed: Option<i64>,
+}
+
+impl PartitionState {
+    fn position(&self) -> Option<i64> {
+        self.in_flight.first().copied().or(self.next)
+    }
+
+    fn uncommitted_position(&self) -> Option<i64> {
+        self.position()
+            .filter(|&position| Some(position) > self.committed)
+    }
+}
+
+/// Per-partition record of work in flight; see the module docs.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    topics: HashMap<String, HashMap<i32, PartitionState>>,
+}
+
+impl OffsetTracker {
+    fn state(&mut self, topic: &str, partition: i32) -> &mut PartitionState {
+        // Look up by &str first so the hot path allocates nothing.
+        if !self.topics.contains_key(topic) {
+            self.topics.insert(topic.to_owned(), HashMap::new());
+        }
+        self.topics
+            .get_mut(topic)
+            .expect("inserted above")
+            .entry(partition)
+            .or_default()
+    }
+
+    /// Registers a record as read and not yet finished.
+    pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
+        let state = self.state(topic, partition);
+        state.in_flight.insert(offset);
+        state.next = state.next.max(Some(offset + 1));
+    }
+
+    /// Marks a record finished. Records of partitions that were revoked meanwhile are ignored.
+    pub fn finish(&mut self, topic: &str, partition: i32, offset: i64) {
+        if let Some(state) = self
+            .topics
+            .get_mut(topic)
+            .and_then(|partitions| partitions.get_mut(&partition))
+        {
+            state.in_flight.remove(&offset);
+        }
+    }
+
+    /// Records begun and not finished, over all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.topics
+            .values()
+            .flat_map(|partitions| partitions.values())
+            .map(|state| state.in_flight.len())
+            .sum()
+    }
+
+    /// Positions that may be committed and are ahead of what the broker has confirmed.
+    pub fn to_commit(&self) -> TopicPartitionList {
+        self.positions(|_, _| true)
+    }
+
+    /// Like [`Self::to_commit`], restricted to the given partitions.
+    pub fn to_commit_for(&self, partitions: &TopicPartitionList) -> TopicPartitionList {
+        self.positions(|topic, partition| partitions.find_partition(topic, partition).is_some())
+    }
+
+    fn positions(&self, include: impl Fn(&str, i32) -> bool) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for (topic, partitions) in &self.topics {
+            for (&partition, state) in partitions {
+                if let Some(position) = state
+                    .uncommitted_position()
+                    .filter(|_| include(topic, partition))
+                {
+                    list.add_partition_offset(topic, partition, Offset::Offset(position))
+                        .expect("a fresh list accepts any offset");
+                }
+            }
+        }
+        list
+    }
+
+    /// Records positions the broker confirmed.
+    pub fn confirm(&mut self, committed: &TopicPartitionList) {
+        for element in committed.elements() {
+            if let (Offset::Offset(position), Some(state)) = (
+                element.offset(),
+                self.topics
+                    .get_mut(element.topic())
+                    .and_then(|partitions| partitions.get_mut(&element.partition())),
+            ) {
+                state.committed = state.committed.max(Some(position));
+            }
+        }
+    }
+
+    /// Drops the state of partitions this process no longer owns.
+    pub fn forget(&mut self, partitions: &TopicPartitionList) {
+        for element in partitions.elements() {
+            if let Some(states) = self.topics.get_mut(element.topic()) {
+                states.remove(&element.partition());
+            }
+        }
+    }
+}
+
+/// Consumer context that commits a partition's safe position when the partition is revoked, and
+/// records which commits the broker confirmed.
+#[derive(Debug, Clone, Default)]
+pub struct TrackingContext {
+    tracker: Arc<Mutex<OffsetTracker>>,
+}
+
+/// The stream consumer every pipeline stage uses.
+pub type TrackingConsumer = StreamConsumer<TrackingContext>;
+
+impl TrackingContext {
+    /// The tracker shared with the callbacks. Never hold the guard across an `.await` or a poll.
+    pub fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
+        // A panic while holding the lock leaves consistent data (each method is one update), so
+        // recover the guard instead of propagating the poison.
+        self.tracker
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Commits every position the tracker allows. `Sync` waits for the broker.
+    pub fn commit<C: Consumer<TrackingContext>>(
+        &self,
+        consumer: &C,
+        mode: CommitMode,
+    ) -> KafkaResult<()> {
+        let offsets = self.tracker().to_commit();
+        if offsets.count() == 0 {
+            return Ok(());
+        }
+        consumer.commit(&offsets, mode)
+    }
+}
+
+impl ClientContext for TrackingContext {}
+
+impl ConsumerContext for TrackingContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(revoked) => {
+                let offsets = self.tracker().to_commit_for(revoked);
+                if offsets.count() > 0 {
+                    match consumer.commit(&offsets, CommitMode::Sync) {
+                        Ok(()) => tracing::info!(
+                            partitions = offsets.count(),
+                            "committed revoked partitions"
+                        ),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "commit on revocation failed; those records will be redelivered")
+                        }
+                    }
+                }
+                let in_flight_before = self.tracker().in_flight();
+                self.tracker().forget(revoked);
+                tracing::info!(
+                    revoked = revoked.count(),
+                    abandoned_in_flight = in_flight_before - self.tracker().in_flight(),
+                    "partitions revoked"
+                );
+            }
+            Rebalance::Assign(assigned) => {
+                tracing::info!(assigned = assigned.count(), "partitions assigned");
+            }
+            Rebalance::Error(err) => tracing::warn!(error = %err, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => self.tracker().confirm(offsets),
+            Err(err) => {
+                tracing::warn!(error = %err, "offset commit failed; it is retried on the next tick")
+            }
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// A consumer in `group` whose context tracks offsets; see [`TrackingContext`].
+    pub fn tracking_consumer(&self, group: &str) -> Result<TrackingConsumer, KafkaError> {
+        self.consumer(group)
+            .create_with_context(TrackingContext::default())
+            .map_err(|source| KafkaError::CreateClient {
+                kind: "consumer",
+                brokers: self.brokers.clone(),
+                source,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn positions(tracker: &OffsetTracker) -> Vec<(String, i32, i64)> {
+        let mut list: Vec<_> = tracker
+            .to_commit()
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => (e.topic().to_owned(), e.partition(), o),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        list.sort();
+        list
+    }
+
+    #[test]
+    fn position_never_passes_an_unfinished_record() {
+        let mut tracker = OffsetTracker::default();
+        for offset in 10..15 {
+            tracker.begin("t", 0, offset);
+        }
+        assert_eq!(positions(&tracker), [("t".into(), 0, 10)]);
+        // Out-of-order completions: 11, 13, 14 finish, 10 and 12 are still in flight.
+        for offset in [11, 13, 14] {
+            tracker.finish("t", 0, offset);
+        }
+        assert_eq!(positions(&tracker), [("t".into(), 0, 10)]);
+        tracker.finish("t", 0, 10);
+        assert_eq!(positions(&tracker), [("t".into(), 0, 12)]);
+        tracker.finish("t", 0, 12);
+        assert_eq!(positions(&tracker), [("t".into(), 0, 15)]);
+        assert_eq!(tracker.in_flight(), 0);
+    }
+
+    #[test]
+    fn confirmed_positions_are_not_committed_again() {
+        let mut tracker = OffsetTracker::default();
+        tracker.begin("t", 1, 0);
+        tracker.finish("t", 1, 0);
+        let offsets = tracker.to_commit();
+        tracker.confirm(&offsets);
+        assert!(positions(&tracker).is_empty());
+        tracker.begin("t", 1, 1);
+        assert!(
+            positions(&tracker).is_empty(),
+            "position 1 is already committed"
+        );
+        tracker.finish("t", 1, 1);
+        assert_eq!(positions(&tracker), [("t".into(), 1, 2)]);
+    }
+
+    #[test]
+    fn revoked_partitions_are_committed_alone_and_forgotten() {
+        let mut tracker = OffsetTracker::default();
+        tracker.begin("a", 0, 5);
+        tracker.begin("a", 1, 7);
+        tracker.finish("a", 1, 7);
+        let mut revoked = TopicPartitionList::new();
+        revoked.add_partition("a", 1);
+        let offsets = tracker.to_commit_for(&revoked);
+        assert_eq!(offsets.count(), 1);
+        assert_eq!(
+            offsets.find_partition("a", 1).unwrap().offset(),
+            Offset::Offset(8)
+        );
+        tracker.forget(&revoked);
+        // A late completion of the forgotten partition changes nothing.
+        tracker.finish("a", 1, 7);
+        assert_eq!(positions(&tracker), [("a".into(), 0, 5)]);
+    }
+}

@@ -1,0 +1,467 @@
+//! Validation and normalization of raw events into v2 envelopes.
+//!
+//! Rules, each tested below:
+//! * the event id must be a UUID; for lifecycle events an `event_id` Kafka header, when present,
+//!   must agree with the `id` field;
+//! * the date becomes ISO 8601 UTC with exactly three fractional digits;
+//! * header names are trimmed and canonicalized (`content-TYPE` -> `Content-Type`), and entries
+//!   that differ only in spelling are merged, their values kept in arrival order;
+//! * when `token_validation_error` is set (non-empty), `claims` are dropped;
+//! * bodies that are not valid UTF-8 are converted lossily: each invalid sequence becomes U+FFFD,
+//!   so the envelope stays valid JSON text and nothing panics;
+//! * the always-on redaction rules ([`crate::redact`]) run before serialization.
+
+use auditstream_kafka::topics;
+use auditstream_schemas::avro;
+use auditstream_schemas::envelope::{
+    Actor, App, Envelope, GatewayPayload, HeaderMap, Http, HttpRequest, HttpResponse,
+    LifecyclePayload, SchemaVersion, GATEWAY_EVENT_TYPE,
+};
+use auditstream_schemas::raw::{RawGatewayEvent, RawHeaders, RawLifecycleEvent};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::redact;
+
+/// Which raw stream a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// `audit.raw.gateway`.
+    Gateway,
+    /// `audit.raw.lifecycle`.
+    Lifecycle,
+}
+
+impl Stream {
+    /// The stream a raw topic carries.
+    pub fn of_topic(topic: &str) -> Option<Stream> {
+        match topic {
+            topics::RAW_GATEWAY => Some(Stream::Gateway),
+            topics::RAW_LIFECYCLE => Some(Stream::Lifecycle),
+            _ => None,
+        }
+    }
+}
+
+/// A normalized event ready to be produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    /// Output topic.
+    pub topic: &'static str,
+    /// Partitioning key when the input record had none: stack for gateway, organisation for lifecycle.
+    pub key: String,
+    /// Stable event id.
+    pub event_id: String,
+    /// Emitting app.
+    pub app: App,
+    /// Envelope type.
+    pub event_type: String,
+    /// Organisation id.
+    pub organization_id: String,
+    /// Stack id, when the event concerns one.
+    pub stack_id: Option<String>,
+    /// Event date, milliseconds since the Unix epoch.
+    pub date_ms: i64,
+    /// The serialized envelope.
+    pub body: Vec<u8>,
+}
+
+/// Why a raw record was not forwarded; it goes to the dead-letter topic with these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Short reason, used as the `dlq_reason` header.
+    pub reason: RejectReason,
+    /// What exactly is wrong, for the operator.
+    pub detail: String,
+}
+
+/// Categories of rejected raw records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Not decodable as Avro or JSON of the topic's schema.
+    Undecodable,
+    /// Decoded, but breaks a rule of the schema (bad id, date, status...).
+    Invalid,
+    /// Larger than `router.max_message_bytes`.
+    Oversized,
+    /// Read from a topic the router does not know.
+    UnknownTopic,
+}
+
+impl RejectReason {
+    /// The value of the `dlq_reason` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Undecodable => "undecodable",
+            RejectReason::Invalid => "invalid",
+            RejectReason::Oversized => "oversized",
+            RejectReason::UnknownTopic => "unknown_topic",
+        }
+    }
+}
+
+fn invalid(detail: impl Into<String>) -> Rejection {
+    Rejection {
+        reason: RejectReason::Invalid,
+        detail: detail.into(),
+    }
+}
+
+/// Decodes, validates, normalizes and redacts one raw record.
+pub fn route(
+    stream: Stream,
+    bytes: &[u8],
+    event_id_header: Option<&str>,
+) -> Result<Routed, Rejection> {
+    let undecodable = |err: auditstream_schemas::SchemaError| Rejection {
+        reason: RejectReason::Undecodable,
+        detail: err.to_string(),
+    };
+    match stream {
+        Stream::Gateway => gateway(avro::decode_gateway_any(bytes).map_err(undecodable)?),
+        Stream::Lifecycle => lifecycle(
+            avro::decode_lifecycle_any(bytes).map_err(undecodable)?,
+            event_id_header,
+        ),
+    }
+}
+
+/// Normalizes and redacts a raw gateway event.
+pub fn gateway(raw: RawGatewayEvent) -> Result<Routed, Rejection> {
+    let id = uuid_text(&raw.id)?;
+    let date = iso_date(raw.timestamp)?;
+    require("organization_id", &raw.organization_id)?;
+    require("stack_id", &raw.stack_id)?;
+    let status_code = u16::try_from(raw.response.status_code)
+        .ok()
+        .filter(|code| (100..=599).contains(code))
+        .ok_or_else(|| {
+            invalid(format!(
+                "response.status_code {} is not an HTTP status",
+                raw.response.status_code
+            ))
+        })?;
+    let token_validation_error = raw
+        .token_validation_error
+        .filter(|reason| !reason.is_empty());
+    let claims = if token_validation_error.is_some() {
+        None
+    } else {
+        raw.claims
+    };
+
+    let mut payload = GatewayPayload {
+        id: id.clone(),
+        trace_id: raw.trace_id,
+        actor: Actor {
+            claims,
+            token_validation_error,
+            organization_id: raw.organization_id,
+            stack_id: raw.stack_id,
+            ip_address: raw.ip_address,
+        },
+        http: Http {
+            request: HttpRequest {
+                method: raw.request.method,
+                path: raw.request.path,
+                host: raw.request.host,
+                header: canonical_headers(raw.request.headers),
+                body: String::new(),
+            },
+            response: HttpResponse {
+                status_code,
+                headers: canonical_headers(raw.response.headers),
+                body: String::new(),
+            },
+        },
+    };
+    // Decide capture before converting bodies, so that bodies that are dropped are never copied.
+    let streaming = redact::is_streaming(&payload.http.request.header)
+        || redact::is_streaming(&payload.http.response.headers);
+    if !streaming {
+        payload.http.request.body = body_text(raw.request.body);
+        payload.http.response.body = body_text(raw.response.body);
+    }
+    redact::apply(&mut payload);
+
+    let organization_id = payload.actor.organization_id.clone();
+    let stack_id = payload.actor.stack_id.clone();
+    let envelope = Envelope {
+        date,
+        app: App::Gateway,
+        version: SchemaVersion::V2,
+        event_type: GATEWAY_EVENT_TYPE.to_owned(),
+        payload,
+    };
+    Ok(Routed {
+        topic: topics::MODULE,
+        key: stack_id.clone(),
+        event_id: id,
+        app: App::Gateway,
+        event_type: GATEWAY_EVENT_TYPE.to_owned(),
+        organization_id,
+        stack_id: Some(stack_id),
+        date_ms: raw.timestamp,
+        body: serde_json::to_vec(&envelope).expect("envelopes always serialize"),
+    })
+}
+
+/// Normalizes a raw lifecycle event.
+pub fn lifecycle(
+    raw: RawLifecycleEvent,
+    event_id_header: Option<&str>,
+) -> Result<Routed, Rejection> {
+    let id = uuid_text(&raw.id)?;
+    if let Some(header) = event_id_header {
+        if Uuid::parse_str(header).map(|h| h.hyphenated().to_string()) != Ok(id.clone()) {
+            return Err(invalid(format!(
+                "event_id header {header:?} disagrees with id {id}"
+            )));
+        }
+    }
+    let date = iso_date(raw.timestamp)?;
+    require("type", &raw.event_type)?;
+    require("organization_id", &raw.organization_id)?;
+    let envelope = Envelope {
+        date,
+        app: App::Membership,
+        version: SchemaVersion::V2,
+        event_type: raw.event_type.clone(),
+        payload: LifecyclePayload {
+            owner_id: raw.owner_id,
+            organization_id: raw.organization_id.clone(),
+            subject: raw.subject,
+            data: serde_json::Value::Object(raw.data),
+        },
+    };
+    Ok(Routed {
+        topic: topics::LIFECYCLE,
+        key: raw.organization_id.clone(),
+        event_id: id,
+        app: App::Membership,
+        event_type: raw.event_type,
+        organization_id: raw.organization_id,
+        stack_id: raw.stack_id.filter(|s| !s.is_empty()),
+        date_ms: raw.timestamp,
+        body: serde_json::to_vec(&envelope).expect("envelopes always serialize"),
+    })
+}
+
+fn require(field: &str, value: &str) -> Result<(), Rejection> {
+    if value.trim().is_empty() {
+        Err(invalid(format!("{field} is empty")))
+    } else {
+        Ok(())
+    }
+}
+
+/// The id in its canonical lowercase hyphenated form.
+fn uuid_text(id: &str) -> Result<String, Rejection> {
+    Uuid::parse_str(id)
+        .map(|uuid| uuid.hyphenated().to_string())
+        .map_err(|_| invalid(format!("id {id:?} is not a UUID")))
+}
+
+/// `2026-04-30T09:23:41.123Z` from epoch milliseconds.
+pub fn iso_date(millis: i64) -> Result<String, Rejection> {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .ok()
+        .filter(|date| (1970..=9999).contains(&date.year()))
+        .and_then(|date| date.format(FORMAT).ok())
+        .ok_or_else(|| invalid(format!("timestamp {millis} ms is outside years 1970-9999")))
+}
+
+/// `content-TYPE ` -> `Content-Type`: ASCII letters upper-cased at the start and after `-`,
+/// lower-cased elsewhere, surrounding whitespace removed (the canonical form Go's `net/http` uses).
+pub fn canonical_header_name(name: &str) -> String {
+    let mut canonical = String::with_capacity(name.len());
+    let mut upper = true;
+    for c in name.trim().chars() {
+        canonical.push(if upper {
+            c.to_ascii_uppercase()
+        } else {
+            c.to_ascii_lowercase()
+        });
+        upper = c == '-';
+    }
+    canonical
+}
+
+fn canonical_headers(raw: RawHeaders) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, values) in raw.0 {
+        headers
+            .entry(canonical_header_name(&name))
+            .or_default()
+            .extend(values);
+    }
+    headers
+}
+
+fn body_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "550e8400-e29b-41d4-a716-446655440000";
+
+    fn gateway_json(extra_request_headers: &str, path: &str, response_body: &str) -> String {
+        format!(
+            r#"{{"id":"{ID}","trace_id":"t","timestamp":1777541021123,"organization_id":"o","stack_id":"s",
+            "claims":{{"sub":"u"}},"ip_address":"10.0.0.1",
+            "request":{{"method":"POST","path":"{path}","host":"h",
+              "headers":{{"Content-Type":"application/json"{extra_request_headers}}},"body":"{{}}"}},
+            "response":{{"status_code":200,"headers":{{"content-type":["application/json"]}},"body":"{response_body}"}}}}"#
+        )
+    }
+
+    fn routed_text(json: &str) -> String {
+        String::from_utf8(route(Stream::Gateway, json.as_bytes(), None).unwrap().body).unwrap()
+    }
+
+    #[test]
+    fn gateway_event_becomes_the_documented_envelope() {
+        let text = routed_text(&gateway_json("", "/api/ledger/v2/main/transactions", "ok"));
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"date":"2026-04-30T09:23:41.123Z","app":"gateway","version":"v2","type":"AUDIT","payload":{{"id":"{ID}","trace_id":"t","actor":{{"claims":{{"sub":"u"}},"organization_id":"o","stack_id":"s","ip_address":"10.0.0.1"}},"http":{{"request":{{"method":"POST","path":"/api/ledger/v2/main/transactions","host":"h","header":{{"Content-Type":["application/json"]}},"body":"{{}}"}},"response":{{"status_code":200,"headers":{{"Content-Type":["application/json"]}},"body":"ok"}}}}}}}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn authorization_in_any_casing_and_duplicates_is_removed() {
+        let text = routed_text(&gateway_json(
+            r#","authorization":"Bearer s1"," AUTHORIZATION ":["Bearer s2","Basic s3"],"AuThOrIzAtIoN":"s4""#,
+            "/api/ledger",
+            "ok",
+        ));
+        for secret in ["s1", "s2", "s3", "s4", "uthorization", "UTHORIZATION"] {
+            assert!(!text.contains(secret), "{secret} leaked in {text}");
+        }
+    }
+
+    #[test]
+    fn oauth_token_response_body_is_cleared() {
+        let text = routed_text(&gateway_json(
+            "",
+            "/api/auth/oauth/token/?x=1",
+            "access-token-xyz",
+        ));
+        assert!(!text.contains("access-token-xyz"), "{text}");
+        assert!(text.contains(
+            r#""status_code":200,"headers":{"Content-Type":["application/json"]},"body":"""#
+        ));
+    }
+
+    #[test]
+    fn streaming_bodies_are_not_captured() {
+        let json = gateway_json(
+            r#","CONTENT-type":"application/vnd.formance.ledger-stream; v=1""#,
+            "/api/x",
+            "chunk",
+        );
+        let text = routed_text(&json);
+        assert!(!text.contains("chunk"), "{text}");
+        assert!(text.contains(r#""body":"""#));
+    }
+
+    #[test]
+    fn token_validation_error_drops_claims() {
+        let json = gateway_json("", "/api/x", "ok").replace(
+            r#""claims":{"sub":"u"}"#,
+            r#""claims":{"sub":"u"},"token_validation_error":"token expired""#,
+        );
+        let text = routed_text(&json);
+        assert!(!text.contains("claims"), "{text}");
+        assert!(text.contains(r#""token_validation_error":"token expired""#));
+    }
+
+    #[test]
+    fn invalid_utf8_body_is_replaced_not_fatal() {
+        let mut raw: RawGatewayEvent =
+            serde_json::from_str(&gateway_json("", "/api/x", "ok")).unwrap();
+        raw.request.body = vec![b'a', 0xff, 0xfe, b'b'];
+        let routed = gateway(raw).unwrap();
+        let text = String::from_utf8(routed.body).unwrap();
+        assert!(text.contains("\"body\":\"a\u{fffd}\u{fffd}b\""), "{text}");
+    }
+
+    #[test]
+    fn bad_records_are_rejected_with_reasons() {
+        let good = gateway_json("", "/api/x", "ok");
+        let cases = [
+            (
+                good.replace(ID, "not-a-uuid"),
+                RejectReason::Invalid,
+                "not a UUID",
+            ),
+            (
+                good.replace("\"status_code\":200", "\"status_code\":42"),
+                RejectReason::Invalid,
+                "status",
+            ),
+            (
+                good.replace("\"stack_id\":\"s\"", "\"stack_id\":\"\""),
+                RejectReason::Invalid,
+                "stack_id",
+            ),
+            (
+                good.replace("1777541021123", "\"soon\""),
+                RejectReason::Undecodable,
+                "RFC 3339",
+            ),
+            (
+                "garbage".to_owned(),
+                RejectReason::Undecodable,
+                "unknown encoding",
+            ),
+        ];
+        for (input, reason, needle) in cases {
+            let rejection = route(Stream::Gateway, input.as_bytes(), None).unwrap_err();
+            assert_eq!(rejection.reason, reason, "{input}");
+            assert!(
+                rejection.detail.contains(needle),
+                "{} lacks {needle}",
+                rejection.detail
+            );
+        }
+    }
+
+    #[test]
+    fn lifecycle_event_envelope_and_id_header_check() {
+        let json = format!(
+            r#"{{"id":"{ID}","type":"stacks.created","timestamp":"2026-04-30T11:15:00+02:00","owner_id":"u",
+            "organization_id":"o","stack_id":"s1","subject":"u","data":{{"id":"s1","name":"prod-stack","regionId":"r"}}}}"#
+        );
+        let routed = route(Stream::Lifecycle, json.as_bytes(), Some(ID)).unwrap();
+        assert_eq!(routed.topic, topics::LIFECYCLE);
+        assert_eq!(routed.key, "o");
+        assert_eq!(routed.stack_id.as_deref(), Some("s1"));
+        assert_eq!(
+            String::from_utf8(routed.body).unwrap(),
+            r#"{"date":"2026-04-30T09:15:00.000Z","app":"membership","version":"v2","type":"stacks.created","payload":{"ownerId":"u","organizationId":"o","subject":"u","data":{"id":"s1","name":"prod-stack","regionId":"r"}}}"#
+        );
+        let other = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+        let rejection = route(Stream::Lifecycle, json.as_bytes(), Some(other)).unwrap_err();
+        assert!(rejection.detail.contains("disagrees"), "{rejection:?}");
+    }
+
+    #[test]
+    fn header_names_are_canonical() {
+        assert_eq!(canonical_header_name("content-TYPE"), "Content-Type");
+        assert_eq!(canonical_header_name(" x-api-KEY\t"), "X-Api-Key");
+        assert_eq!(
+            canonical_header_name("www-authenticate"),
+            "Www-Authenticate"
+        );
+    }
+}

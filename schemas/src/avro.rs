@@ -1,0 +1,203 @@
+//! Avro single-object encoding of raw events, and detection of the encoding of a raw message.
+//!
+//! A single-object message is `C3 01`, the 8-byte CRC-64-AVRO fingerprint of the writer schema
+//! (little-endian), then the binary datum. The fingerprint identifies the schema, so a consumer
+//! needs no registry: it holds the `.avsc` files of `schemas/avro/` itself.
+
+use std::sync::LazyLock;
+
+use apache_avro::{GenericSingleObjectReader, GenericSingleObjectWriter, Schema};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::raw::{RawGatewayEvent, RawLifecycleEvent};
+use crate::SchemaError;
+
+/// Text of the raw gateway schema (`schemas/avro/raw_gateway.avsc`).
+pub const RAW_GATEWAY_SCHEMA: &str = include_str!("../avro/raw_gateway.avsc");
+/// Text of the raw lifecycle schema (`schemas/avro/raw_lifecycle.avsc`).
+pub const RAW_LIFECYCLE_SCHEMA: &str = include_str!("../avro/raw_lifecycle.avsc");
+
+/// First two bytes of every single-object encoded message.
+pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
+
+/// One raw schema with its reader, parsed once.
+struct Codec {
+    name: &'static str,
+    schema: Schema,
+    reader: GenericSingleObjectReader,
+}
+
+impl Codec {
+    fn new(name: &'static str, text: &str) -> Codec {
+        let schema = Schema::parse_str(text).expect("the bundled .avsc files are valid");
+        let reader = GenericSingleObjectReader::new(schema.clone()).expect("valid schema");
+        Codec {
+            name,
+            schema,
+            reader,
+        }
+    }
+
+    fn error(&self, source: apache_avro::Error) -> SchemaError {
+        SchemaError::Avro {
+            schema: self.name,
+            source: Box::new(source),
+        }
+    }
+
+    fn encode<T: Serialize>(&self, event: &T) -> Result<Vec<u8>, SchemaError> {
+        let value = apache_avro::to_value(event)
+            .and_then(|value| value.resolve(&self.schema))
+            .map_err(|err| self.error(err))?;
+        // The writer holds a scratch buffer; one per call keeps the codec shareable across threads.
+        let mut writer = GenericSingleObjectWriter::new_with_capacity(&self.schema, 1024)
+            .map_err(|err| self.error(err))?;
+        let mut out = Vec::with_capacity(1024);
+        writer
+            .write_value(value, &mut out)
+            .map_err(|err| self.error(err))?;
+        Ok(out)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, SchemaError> {
+        let mut cursor = bytes;
+        let value = self
+            .reader
+            .read_value(&mut cursor)
+            .map_err(|err| self.error(err))?;
+        if !cursor.is_empty() {
+            return Err(SchemaError::TrailingBytes(cursor.len()));
+        }
+        apache_avro::from_value(&value).map_err(|err| self.error(err))
+    }
+}
+
+static GATEWAY: LazyLock<Codec> =
+    LazyLock::new(|| Codec::new("auditstream.raw.v1.RawGatewayEvent", RAW_GATEWAY_SCHEMA));
+static LIFECYCLE: LazyLock<Codec> =
+    LazyLock::new(|| Codec::new("auditstream.raw.v1.RawLifecycleEvent", RAW_LIFECYCLE_SCHEMA));
+
+/// Encodes a raw gateway event as a single-object Avro message.
+pub fn encode_gateway(event: &RawGatewayEvent) -> Result<Vec<u8>, SchemaError> {
+    GATEWAY.encode(event)
+}
+
+/// Encodes a raw lifecycle event as a single-object Avro message.
+pub fn encode_lifecycle(event: &RawLifecycleEvent) -> Result<Vec<u8>, SchemaError> {
+    LIFECYCLE.encode(event)
+}
+
+/// Decodes a single-object Avro message of the raw gateway schema.
+pub fn decode_gateway(bytes: &[u8]) -> Result<RawGatewayEvent, SchemaError> {
+    GATEWAY.decode(bytes)
+}
+
+/// Decodes a single-object Avro message of the raw lifecycle schema.
+pub fn decode_lifecycle(bytes: &[u8]) -> Result<RawLifecycleEvent, SchemaError> {
+    LIFECYCLE.decode(bytes)
+}
+
+/// How a raw message is encoded, told from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Avro single-object encoding.
+    Avro,
+    /// A JSON object (leading whitespace allowed).
+    Json,
+}
+
+/// Tells the encoding of a raw message, or fails for anything else.
+pub fn detect(bytes: &[u8]) -> Result<Encoding, SchemaError> {
+    if bytes.starts_with(&SINGLE_OBJECT_MARKER) {
+        return Ok(Encoding::Avro);
+    }
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(Encoding::Json),
+        _ => Err(SchemaError::UnknownEncoding),
+    }
+}
+
+/// Decodes a raw gateway message in either encoding.
+pub fn decode_gateway_any(bytes: &[u8]) -> Result<RawGatewayEvent, SchemaError> {
+    match detect(bytes)? {
+        Encoding::Avro => decode_gateway(bytes),
+        Encoding::Json => Ok(serde_json::from_slice(bytes)?),
+    }
+}
+
+/// Decodes a raw lifecycle message in either encoding.
+pub fn decode_lifecycle_any(bytes: &[u8]) -> Result<RawLifecycleEvent, SchemaError> {
+    match detect(bytes)? {
+        Encoding::Avro => decode_lifecycle(bytes),
+        Encoding::Json => Ok(serde_json::from_slice(bytes)?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raw::{RawHeaders, RawRequest, RawResponse};
+
+    fn gateway_event() -> RawGatewayEvent {
+        RawGatewayEvent {
+            id: "550e8400-e29b-41d4-a716-446655440000".into(),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            timestamp: 1_777_541_021_123,
+            organization_id: "org".into(),
+            stack_id: "stack".into(),
+            ip_address: Some("10.1.2.3".into()),
+            claims: serde_json::from_str(r#"{"sub":"u","email":"a@b"}"#).unwrap(),
+            token_validation_error: None,
+            request: RawRequest {
+                method: "POST".into(),
+                path: "/api/ledger/v2/main/transactions".into(),
+                host: "h".into(),
+                headers: RawHeaders::from_pairs([("Content-Type", "application/json")]),
+                body: vec![0xff, 0x00, b'{'],
+            },
+            response: RawResponse {
+                status_code: 200,
+                headers: RawHeaders::default(),
+                body: b"{}".to_vec(),
+            },
+        }
+    }
+
+    #[test]
+    fn gateway_round_trips_through_avro() {
+        let event = gateway_event();
+        let bytes = encode_gateway(&event).unwrap();
+        assert_eq!(&bytes[..2], &SINGLE_OBJECT_MARKER);
+        assert_eq!(decode_gateway(&bytes).unwrap(), event);
+        assert_eq!(decode_gateway_any(&bytes).unwrap(), event);
+    }
+
+    #[test]
+    fn wrong_schema_fingerprint_is_an_error_not_a_panic() {
+        let bytes = encode_gateway(&gateway_event()).unwrap();
+        let err = decode_lifecycle(&bytes).unwrap_err();
+        assert!(err.to_string().contains("RawLifecycleEvent"), "{err}");
+    }
+
+    #[test]
+    fn truncated_and_padded_messages_are_errors() {
+        let bytes = encode_gateway(&gateway_event()).unwrap();
+        for cut in [2, 10, bytes.len() - 1] {
+            assert!(decode_gateway(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut padded = bytes.clone();
+        padded.push(0);
+        assert!(matches!(
+            decode_gateway(&padded),
+            Err(SchemaError::TrailingBytes(1))
+        ));
+    }
+
+    #[test]
+    fn detect_tells_encodings_apart() {
+        assert_eq!(detect(b"  {\"a\":1}").unwrap(), Encoding::Json);
+        assert_eq!(detect(&[0xC3, 0x01, 0]).unwrap(), Encoding::Avro);
+        assert!(detect(b"hello").is_err());
+        assert!(detect(b"").is_err());
+    }
+}

@@ -1,0 +1,41 @@
+//! The HTTPS client of one destination.
+
+use reqwest::{Certificate, Client};
+
+use crate::{Destination, SinkError};
+
+/// Builds a client that verifies server certificates against the public roots plus the
+/// destination's `tls.ca_file`.
+pub fn build(destination: &Destination) -> Result<Client, SinkError> {
+    let fail = |message: String| SinkError::Client {
+        destination: destination.config.name.clone(),
+        message,
+    };
+    let mut builder = Client::builder()
+        .use_rustls_tls()
+        .timeout(destination.config.timeout)
+        .pool_max_idle_per_host(destination.config.max_in_flight)
+        .user_agent(concat!("auditstream/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &destination.config.tls.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|err| fail(format!("cannot read tls.ca_file {}: {err}", path.display())))?;
+        let certificates = Certificate::from_pem_bundle(&pem).map_err(|err| {
+            fail(format!(
+                "tls.ca_file {} is not a PEM certificate bundle: {err}",
+                path.display()
+            ))
+        })?;
+        if certificates.is_empty() {
+            return Err(fail(format!(
+                "tls.ca_file {} holds no certificate",
+                path.display()
+            )));
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
+        .build()
+        .map_err(|err| fail(err.without_url().to_string()))
+}

@@ -1,0 +1,4 @@
+//! End-to-end tests against a real broker and real HTTPS receivers. They need `nisshi` on PATH
+//! and the `auditstream` binary built; `scripts/test.sh` takes care of both.
+
+mod pipeline;
