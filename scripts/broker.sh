@@ -42,7 +42,7 @@ start() {
   fi
   local url="tcp://127.0.0.1:$port"
   nohup nisshi broker --listener-url "$url" --advertised-listener-url "$url" \
-    --storage-engine "sqlite://$(cd "$dir" && pwd)/nisshi.db" \
+    --storage-engine "sqlite:///$(cd "$dir" && pwd)/nisshi.db" \
     --group-initial-rebalance-delay 0s >"$dir/broker.log" 2>&1 &
   echo $! >"$dir/broker.pid"
   if ! wait_for_port "$port"; then

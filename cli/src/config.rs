@@ -64,8 +64,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what serde cannot: the router section, destination names being unique, and every
-    /// destination (URL, headers, secrets present in the environment).
+    /// Checks what serde cannot: the router section, destination names being unique, and the
+    /// shape of every destination (URL, header names, limits). Secrets are resolved later, by
+    /// [`Config::destination`], for the one destination a sink runs.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.router.validate().map_err(anyhow::Error::msg)?;
         if self.topics.partitions < 1 || self.topics.replication_factor < 1 {
@@ -79,7 +80,9 @@ impl Config {
                     destination.name
                 );
             }
-            destination.validate(|name| std::env::var(name).ok())?;
+            // Structure only: every command checks every destination, but only the sink that
+            // runs a destination needs its secrets, so `${VAR}`s resolve to a placeholder here.
+            destination.validate(|_| Some("placeholder".to_owned()))?;
         }
         Ok(())
     }

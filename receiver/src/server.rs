@@ -1,6 +1,7 @@
 use std::collections::{HashMap, HashSet};
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -28,6 +29,8 @@ pub struct ReceiverOptions {
     pub keep_bodies: bool,
     /// Print every body received to stdout, one line each (for the demo).
     pub print: bool,
+    /// Append the event id of every accepted request to this file, one per line.
+    pub ids_out: Option<PathBuf>,
     /// Answer 401 to requests whose `Authorization` header is not exactly this, as a SIEM
     /// checking its token would.
     pub expect_authorization: Option<String>,
@@ -42,6 +45,7 @@ struct Recorded {
 
 struct Shared {
     options: ReceiverOptions,
+    ids_out: Option<Mutex<std::fs::File>>,
     recorded: Mutex<Recorded>,
     requests: AtomicU64,
     /// Status to answer instead of 200; 0 means succeed.
@@ -89,7 +93,17 @@ impl Receiver {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let tls = options.tls.clone();
+        let ids_out = match &options.ids_out {
+            Some(path) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )),
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            ids_out,
             options,
             recorded: Mutex::new(Recorded::default()),
             requests: AtomicU64::new(0),
@@ -223,6 +237,13 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         .or_else(|| payload_id(&body));
     if shared.options.print {
         println!("{}", String::from_utf8_lossy(&body));
+    }
+    if let (Some(file), Some(id)) = (&shared.ids_out, &id) {
+        let mut file = file.lock().unwrap_or_else(|poison| poison.into_inner());
+        if let Err(err) = writeln!(file, "{id}") {
+            tracing::error!(error = %err, "cannot record an event id");
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
     }
     let mut recorded = shared.recorded();
     match id {

@@ -8,6 +8,9 @@
 //! * **The v2 envelope** ([`envelope`]): what destinations receive, produced by the router on
 //!   `audit.v2.*`. Its field names and order follow the reference product byte for byte.
 //!
+//! Destinations can check what they receive against the JSON Schema of the envelope published in
+//! `schemas/json/` ([`json_schema`]).
+//!
 //! Routing metadata that lets sinks filter without parsing the envelope travels in Kafka headers
 //! whose names are in [`headers`]. The lifecycle event types are in [`catalogue`].
 //!
@@ -29,6 +32,7 @@ pub mod catalogue;
 pub mod envelope;
 mod error;
 pub mod headers;
+pub mod json_schema;
 pub mod raw;
 
 pub use error::SchemaError;

@@ -66,8 +66,10 @@ impl Broker {
                 &url,
             ])
             .arg("--storage-engine")
+            // nisshi reads `sqlite://PATH` relative to its working directory; an absolute path
+            // needs the extra slash (`sqlite:////tmp/...`).
             .arg(format!(
-                "sqlite://{}",
+                "sqlite:///{}",
                 self.dir.path().join("nisshi.db").display()
             ))
             .args(["--group-initial-rebalance-delay", "0s"])
@@ -78,12 +80,14 @@ impl Broker {
                 panic!("cannot start `nisshi` ({err}); install it with `scripts/broker.sh install`")
             });
         self.child = Some(child);
-        assert!(
-            wait_for_port(self.port, Duration::from_secs(30)),
-            "broker did not listen on {}; see {}",
-            self.port,
-            self.dir.path().join("broker.log").display()
-        );
+        if !wait_for_port(self.port, Duration::from_secs(30)) {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+            panic!(
+                "broker did not listen on 127.0.0.1:{}; its log:\n{log}",
+                self.port
+            );
+        }
     }
 
     /// `host:port` for clients.

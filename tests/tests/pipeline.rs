@@ -10,6 +10,7 @@ use auditstream_producer::synthetic::{GatewayKind, Generator, SECRET_MARKER};
 use auditstream_producer::{Publisher, Stream};
 use auditstream_receiver::tls::SelfSignedCa;
 use auditstream_receiver::{Receiver, ReceiverOptions};
+use auditstream_schemas::json_schema;
 use auditstream_tests::{run_command, Broker, Process};
 use futures::stream::{self, StreamExt};
 
@@ -225,7 +226,9 @@ async fn every_event_arrives_redacted_across_sink_restarts() {
             "Authorization header delivered: {text}"
         );
         let envelope: serde_json::Value = serde_json::from_str(text).expect("envelopes are JSON");
-        assert_eq!(envelope["version"], "v2");
+        if let Err(errors) = json_schema::validate_envelope(&envelope) {
+            panic!("delivered envelope breaks schemas/json/envelope.v2.schema.json: {errors:?}\n{text}");
+        }
     }
     let json_event = bodies
         .iter()

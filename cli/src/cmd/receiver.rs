@@ -22,6 +22,9 @@ pub struct Args {
     /// Do not print bodies, only a count on exit.
     #[arg(long)]
     quiet: bool,
+    /// Append the event id of every accepted request to this file (for verification).
+    #[arg(long, value_name = "FILE")]
+    ids_out: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -31,6 +34,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tls,
         keep_bodies: false,
         print: !args.quiet,
+        ids_out: args.ids_out,
         expect_authorization: None,
     })
     .await
