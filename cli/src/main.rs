@@ -56,6 +56,9 @@ enum Command {
     Sink(cmd::sink::Args),
     /// Publish raw events from a JSON-lines file or stdin, or generate synthetic ones.
     Produce(cmd::produce::Args),
+    /// Inspect dead-lettered records.
+    #[command(subcommand)]
+    Dlq(cmd::dlq::Command),
     /// Run a local HTTP(S) destination that prints what it receives (for demos and tests).
     Receiver(cmd::receiver::Args),
 }
@@ -109,6 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Router(args) => cmd::router::run(args, &config).await,
         Command::Sink(args) => cmd::sink::run(args, &config).await,
         Command::Produce(args) => cmd::produce::run(args, &config).await,
+        Command::Dlq(command) => cmd::dlq::run(command, &config).await,
         Command::Receiver(_) => unreachable!("handled above"),
     }
 }

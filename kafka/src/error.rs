@@ -16,6 +16,14 @@ pub enum KafkaError {
         #[source]
         source: RdKafkaError,
     },
+    /// Reading a topic for inspection failed.
+    #[error("cannot read topic {topic}: {reason}")]
+    Scan {
+        /// Topic name.
+        topic: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Creating a topic failed for another reason than that it exists.
     #[error("cannot create topic {topic}: {reason}")]
     CreateTopic {

@@ -12,8 +12,10 @@
 mod config;
 mod error;
 mod offsets;
+mod scan;
 pub mod topics;
 
 pub use config::KafkaConfig;
 pub use error::KafkaError;
 pub use offsets::{OffsetTracker, TrackingConsumer, TrackingContext};
+pub use scan::scan;

@@ -2,3 +2,4 @@
 //! and the `auditstream` binary built; `scripts/test.sh` takes care of both.
 
 mod pipeline;
+mod router_dead_letters;

@@ -1,5 +1,6 @@
 //! One module per subcommand, each with its `Args` (or `Command`) and `run`.
 
+pub mod dlq;
 pub mod produce;
 pub mod receiver;
 pub mod router;
