@@ -181,13 +181,14 @@ mod tests {
 
     #[test]
     fn environment_overrides_the_file() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file("c.toml", "[kafka]\nbrokers = \"127.0.0.1:1\"")?;
-            jail.set_env("AUDITSTREAM_KAFKA__BROKERS", "127.0.0.1:2");
-            jail.set_env("AUDITSTREAM_CONFIG", "ignored: not a section");
-            let config = Config::load(Some(Path::new("c.toml"))).map_err(|e| e.to_string())?;
-            assert_eq!(config.kafka.brokers, "127.0.0.1:2");
-            Ok(())
-        });
+        let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(file.path(), "[kafka]\nbrokers = \"127.0.0.1:1\"").unwrap();
+        // Only this test reads the real AUDITSTREAM_ environment (the others use an unused prefix).
+        std::env::set_var("AUDITSTREAM_KAFKA__BROKERS", "127.0.0.1:2");
+        std::env::set_var("AUDITSTREAM_CONFIG", "ignored: not a section");
+        let config = Config::load(Some(file.path()));
+        std::env::remove_var("AUDITSTREAM_KAFKA__BROKERS");
+        std::env::remove_var("AUDITSTREAM_CONFIG");
+        assert_eq!(config.unwrap().kafka.brokers, "127.0.0.1:2");
     }
 }

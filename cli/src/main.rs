@@ -56,6 +56,8 @@ enum Command {
     Sink(cmd::sink::Args),
     /// Publish raw events from a JSON-lines file or stdin, or generate synthetic ones.
     Produce(cmd::produce::Args),
+    /// Deliver a destination's dead-lettered events again.
+    Replay(cmd::replay::Args),
     /// Inspect dead-lettered records.
     #[command(subcommand)]
     Dlq(cmd::dlq::Command),
@@ -113,6 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sink(args) => cmd::sink::run(args, &config).await,
         Command::Produce(args) => cmd::produce::run(args, &config).await,
         Command::Dlq(command) => cmd::dlq::run(command, &config).await,
+        Command::Replay(args) => cmd::replay::run(args, &config).await,
         Command::Receiver(_) => unreachable!("handled above"),
     }
 }

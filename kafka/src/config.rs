@@ -96,6 +96,17 @@ impl KafkaConfig {
         self.with_overrides(config)
     }
 
+    /// Creates the producer of [`Self::producer`].
+    pub fn future_producer(&self) -> Result<rdkafka::producer::FutureProducer, crate::KafkaError> {
+        self.producer()
+            .create()
+            .map_err(|source| crate::KafkaError::CreateClient {
+                kind: "producer",
+                brokers: self.brokers.clone(),
+                source,
+            })
+    }
+
     /// An admin client, for topic creation.
     pub fn admin(&self) -> ClientConfig {
         self.with_overrides(self.base())

@@ -12,10 +12,12 @@
 mod config;
 mod error;
 mod offsets;
+mod produce;
 mod scan;
 pub mod topics;
 
 pub use config::KafkaConfig;
 pub use error::KafkaError;
 pub use offsets::{OffsetTracker, TrackingConsumer, TrackingContext};
+pub use produce::produce_until_acked;
 pub use scan::scan;

@@ -50,6 +50,8 @@ struct Shared {
     requests: AtomicU64,
     /// Status to answer instead of 200; 0 means succeed.
     fail_with: AtomicU16,
+    /// Event ids refused with a status, as a SIEM refusing some events would.
+    reject: Mutex<Option<(u16, HashSet<String>)>>,
 }
 
 impl Shared {
@@ -108,6 +110,7 @@ impl Receiver {
             recorded: Mutex::new(Recorded::default()),
             requests: AtomicU64::new(0),
             fail_with: AtomicU16::new(0),
+            reject: Mutex::new(None),
         });
         let app = Router::new()
             .route("/", any(receive))
@@ -163,6 +166,15 @@ impl Receiver {
         self.shared
             .fail_with
             .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// Answer `status` to any request carrying one of `ids` (`None`: accept them again).
+    pub fn reject_ids(&self, rule: Option<(u16, HashSet<String>)>) {
+        *self
+            .shared
+            .reject
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = rule;
     }
 
     /// Counters so far.
@@ -230,33 +242,93 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     if fail_with != 0 {
         return StatusCode::from_u16(fail_with).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     }
-    let id = headers
-        .get(EVENT_ID_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| payload_id(&body));
-    if shared.options.print {
-        println!("{}", String::from_utf8_lossy(&body));
+    let envelopes = split_envelopes(&body);
+    // One event per POST names its id in a header; batched envelopes carry `payload.id` (gateway
+    // events) and are counted without an id otherwise.
+    let ids: Vec<Option<String>> = match headers.get(EVENT_ID_HEADER).and_then(|v| v.to_str().ok())
+    {
+        Some(id) if envelopes.len() <= 1 => vec![Some(id.to_owned())],
+        _ => envelopes.iter().map(|e| payload_id(e)).collect(),
+    };
+    if let Some((status, rejected)) = &*shared
+        .reject
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+    {
+        if ids.iter().flatten().any(|id| rejected.contains(id)) {
+            return StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
+        }
     }
-    if let (Some(file), Some(id)) = (&shared.ids_out, &id) {
+    if let Some(file) = &shared.ids_out {
         let mut file = file.lock().unwrap_or_else(|poison| poison.into_inner());
-        if let Err(err) = writeln!(file, "{id}") {
-            tracing::error!(error = %err, "cannot record an event id");
-            return StatusCode::INTERNAL_SERVER_ERROR;
+        for id in ids.iter().flatten() {
+            if let Err(err) = writeln!(file, "{id}") {
+                tracing::error!(error = %err, "cannot record an event id");
+                return StatusCode::INTERNAL_SERVER_ERROR;
+            }
+        }
+    }
+    if shared.options.print {
+        for envelope in &envelopes {
+            println!("{}", String::from_utf8_lossy(envelope));
         }
     }
     let mut recorded = shared.recorded();
-    match id {
-        Some(id) => *recorded.counts.entry(id).or_default() += 1,
-        None => recorded.without_id += 1,
+    for id in ids {
+        match id {
+            Some(id) => *recorded.counts.entry(id).or_default() += 1,
+            None => recorded.without_id += 1,
+        }
     }
     if shared.options.keep_bodies {
-        recorded.bodies.push(body);
+        recorded
+            .bodies
+            .extend(envelopes.into_iter().map(|e| body.slice_ref(e)));
     }
     StatusCode::OK
 }
 
-fn payload_id(body: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+/// The envelopes of a body: one JSON object, a JSON array of them, or NDJSON.
+fn split_envelopes(body: &Bytes) -> Vec<&[u8]> {
+    let trimmed = body.trim_ascii();
+    if trimmed.starts_with(b"[") {
+        if let Ok(items) = serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(trimmed) {
+            // Borrowed raw values are slices of the body itself: no copy, no re-serialization.
+            return items
+                .into_iter()
+                .map(|item| item.get().as_bytes())
+                .collect();
+        }
+    }
+    trimmed
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
+fn payload_id(envelope: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(envelope).ok()?;
     value.pointer("/payload/id")?.as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_split_into_envelopes() {
+        let one = Bytes::from_static(br#"{"a":1}"#);
+        assert_eq!(split_envelopes(&one), [br#"{"a":1}"#.as_slice()]);
+        let array = Bytes::from_static(br#" [{"a":1}, {"b":[2]}] "#);
+        assert_eq!(
+            split_envelopes(&array),
+            [br#"{"a":1}"#.as_slice(), br#"{"b":[2]}"#.as_slice()]
+        );
+        let ndjson = Bytes::from_static(b"{\"a\":1}\n{\"b\":2}\n");
+        assert_eq!(
+            split_envelopes(&ndjson),
+            [br#"{"a":1}"#.as_slice(), br#"{"b":2}"#.as_slice()]
+        );
+    }
 }

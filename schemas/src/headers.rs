@@ -22,6 +22,12 @@ pub mod dlq {
     pub const REASON: &str = "dlq_reason";
     /// Human-readable detail of the reason.
     pub const DETAIL: &str = "dlq_detail";
+    /// HTTP status of the last answer, when there was one (sink dead letters).
+    pub const STATUS: &str = "dlq_status";
+    /// Delivery attempts made before dead-lettering (sink dead letters).
+    pub const ATTEMPTS: &str = "dlq_attempts";
+    /// Destination that could not deliver the event (sink dead letters).
+    pub const DESTINATION: &str = "dlq_destination";
     /// Topic the record was read from.
     pub const SOURCE_TOPIC: &str = "dlq_source_topic";
     /// Partition the record was read from.

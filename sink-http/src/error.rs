@@ -32,6 +32,14 @@ pub enum SinkError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// A replay could not start.
+    #[error("replay of destination {destination}: {message}")]
+    Replay {
+        /// Destination name.
+        destination: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The consumer failed in a way librdkafka does not recover from.
     #[error("consumer failed: {0}")]
     Consume(#[source] rdkafka::error::KafkaError),

@@ -20,10 +20,18 @@
 
 mod client;
 mod config;
+mod dlq;
+pub mod encode;
 mod error;
+mod replay;
 pub mod retry;
+pub mod sign;
 mod worker;
 
-pub use config::{Destination, DestinationConfig, RetryConfig, Secret, StreamName, TlsConfig};
+pub use config::{
+    BatchConfig, Destination, DestinationConfig, FilterConfig, RetryConfig, Secret, SigningKey,
+    StreamName, TlsConfig,
+};
 pub use error::SinkError;
-pub use worker::{run, EVENT_ID_HEADER};
+pub use replay::replay;
+pub use worker::{run, EVENT_ID_HEADER, SIGNATURE_HEADER};

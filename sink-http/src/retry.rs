@@ -1,16 +1,49 @@
-//! When and how long to wait before sending a failed delivery again.
+//! What to do with a failed delivery, and how long to wait before trying again.
+//!
+//! [`classify`] maps an HTTP status to an [`Action`]. Defaults: 2xx is delivered; the statuses in
+//! `retry.permanent_statuses` (400, 404, 405, 410, 411, 413, 414, 415, 422 unless configured)
+//! can never succeed, so the event goes to the dead-letter topic at once; every other status,
+//! and every network error or timeout, is retried. 401 and 403 are always retried, never
+//! dead-lettered: a revoked token must raise an alarm and hold events back until it is fixed,
+//! not silently divert them (configuration validation refuses them as permanent).
 //!
 //! [`Backoff`] is capped exponential backoff with full jitter: the n-th retry waits a uniformly
 //! random time in `[0, min(cap, initial * 2^n)]`, which spreads the retries of many workers after
 //! a shared outage. A `Retry-After` answer raises the wait to what the server asked for (capped).
-//!
-//! In this version every failure is retried until it succeeds: nothing is skipped, and nothing is
-//! dead-lettered yet.
 
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+/// Default statuses that can never succeed by retrying.
+pub const DEFAULT_PERMANENT_STATUSES: [u16; 9] = [400, 404, 405, 410, 411, 413, 414, 415, 422];
+
+/// Statuses that must never be classified permanent: credentials problems are fixed by people.
+pub const ALWAYS_RETRIED: [u16; 2] = [401, 403];
+
+/// What to do after an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// 2xx: the event is delivered.
+    Delivered,
+    /// Try again after a backoff.
+    Retry,
+    /// Try again, and raise the authentication alarm (401/403).
+    RetryAuthFailure,
+    /// Send to the dead-letter topic now.
+    DeadLetter,
+}
+
+/// Classifies an HTTP status; `permanent` lists the statuses that are dead-lettered at once.
+pub fn classify(status: u16, permanent: &[u16]) -> Action {
+    match status {
+        200..=299 => Action::Delivered,
+        401 | 403 => Action::RetryAuthFailure,
+        _ if permanent.contains(&status) => Action::DeadLetter,
+        _ => Action::Retry,
+    }
+}
 
 /// Backoff state of one delivery.
 #[derive(Debug, Clone)]
@@ -65,6 +98,38 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn classification_table() {
+        let permanent = DEFAULT_PERMANENT_STATUSES;
+        let table = [
+            (200, Action::Delivered),
+            (201, Action::Delivered),
+            (204, Action::Delivered),
+            (299, Action::Delivered),
+            (301, Action::Retry),
+            (400, Action::DeadLetter),
+            (401, Action::RetryAuthFailure),
+            (403, Action::RetryAuthFailure),
+            (404, Action::DeadLetter),
+            (408, Action::Retry),
+            (409, Action::Retry),
+            (413, Action::DeadLetter),
+            (422, Action::DeadLetter),
+            (429, Action::Retry),
+            (500, Action::Retry),
+            (502, Action::Retry),
+            (503, Action::Retry),
+            (504, Action::Retry),
+        ];
+        for (status, expected) in table {
+            assert_eq!(classify(status, &permanent), expected, "status {status}");
+        }
+        // Configurable, but 401/403 stay retried whatever the list says.
+        assert_eq!(classify(409, &[409]), Action::DeadLetter);
+        assert_eq!(classify(400, &[]), Action::Retry);
+        assert_eq!(classify(401, &[401]), Action::RetryAuthFailure);
+    }
 
     #[test]
     fn ceiling_doubles_up_to_the_cap() {

@@ -1,46 +1,110 @@
-//! A sink worker: the consume -> POST -> commit pipeline of one destination.
+//! A sink worker: the consume -> batch -> POST -> commit pipeline of one destination.
+//!
+//! ```text
+//! recv ─► metadata from headers ─► filter ─► batcher (per app) ─► ready batches
+//!                                    │                               │ ≤ concurrency
+//!                                    ▼                               ▼
+//!                          finished at once            deliver(): expire? encode, POST,
+//!                                                      classify, retry or dead-letter
+//!                                                               │
+//!                                   offsets finished ◄──────────┘ (delivered or dead-lettered)
+//! ```
+//!
+//! Memory is bounded by `max_in_flight` events and `max_in_flight_bytes`: past either, the worker
+//! pauses its partitions and keeps polling (so it stays in the group) until deliveries complete.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use auditstream_kafka::{KafkaConfig, TrackingConsumer};
 use auditstream_schemas::headers;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::Message;
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::Client;
+use tokio::time::Instant;
 
-use crate::retry::{retry_after, Backoff};
-use crate::{client, Destination, SinkError};
+use crate::dlq::{DeadLetters, Reason};
+use crate::encode::{self, Event, EventMeta, ItemOutcome};
+use crate::retry::{classify, retry_after, Action, Backoff};
+use crate::{client, sign, Destination, SinkError};
 
-/// HTTP header carrying the stable event id, so that receivers can de-duplicate redeliveries.
+/// HTTP header carrying the stable event id of a one-event POST, so that receivers can
+/// de-duplicate redeliveries.
 pub const EVENT_ID_HEADER: &str = "x-auditstream-event-id";
+/// HTTP header of the HMAC signature (see [`crate::sign`]).
+pub const SIGNATURE_HEADER: &str = "x-auditstream-signature";
 
 /// Where a record came from.
-struct Source {
-    topic: String,
-    partition: i32,
-    offset: i64,
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
 }
 
-/// One event to deliver.
-struct Delivery {
-    source: Source,
-    event_id: Option<HeaderValue>,
-    body: Bytes,
+/// One event read and not yet finished.
+pub struct Pending {
+    /// Its origin, to finish its offset.
+    pub source: Source,
+    /// Kafka key, kept for dead letters.
+    pub key: Option<Bytes>,
+    /// The envelope and its routing metadata.
+    pub event: Event,
 }
 
-/// What every POST of this destination carries, built once.
-struct Target {
-    destination: Destination,
+/// What every POST of this destination shares, built once.
+pub(crate) struct Target {
+    pub(crate) destination: Destination,
     client: Client,
     headers: HeaderMap,
+    dead_letters: DeadLetters,
+    /// False for replays: an operator who replays an old event wants it delivered, not expired again.
+    expire: bool,
+}
+
+impl Target {
+    pub(crate) fn new(
+        kafka: &KafkaConfig,
+        destination: Destination,
+        expire: bool,
+    ) -> Result<Target, SinkError> {
+        let client = client::build(&destination)?;
+        let mut headers = HeaderMap::new();
+        for (name, secret) in &destination.headers {
+            headers.append(name.clone(), secret.header_value().clone());
+        }
+        if destination.config.gzip {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        let dead_letters = DeadLetters::new(kafka, &destination.config.name)?;
+        Ok(Target {
+            destination,
+            client,
+            headers,
+            dead_letters,
+            expire,
+        })
+    }
+}
+
+/// When to stop reading.
+pub(crate) enum Until {
+    /// Until shutdown: the live worker.
+    Shutdown,
+    /// Until every partition reached the given end offset (exclusive): a replay.
+    Ends(HashMap<i32, i64>),
 }
 
 /// Runs one worker of `destination` until `shutdown` resolves, then drains and commits.
@@ -49,24 +113,9 @@ pub async fn run(
     destination: Destination,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SinkError> {
-    let client = client::build(&destination)?;
-    let mut base_headers = HeaderMap::new();
-    base_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    for (name, secret) in &destination.headers {
-        base_headers.append(name.clone(), secret.header_value().clone());
-    }
     let group = destination.group();
     let topics = destination.topics();
-    let max_in_flight = destination.config.max_in_flight;
-    let commit_interval = destination.config.commit_interval;
-    let drain_timeout = destination.config.drain_timeout;
-    let target = Arc::new(Target {
-        destination,
-        client,
-        headers: base_headers,
-    });
-    let name = target.destination.config.name.as_str();
-
+    let target = Arc::new(Target::new(kafka, destination, true)?);
     let consumer = kafka.tracking_consumer(&group)?;
     consumer
         .subscribe(&topics)
@@ -74,35 +123,161 @@ pub async fn run(
             topics: topics.join(","),
             source,
         })?;
-    tracing::info!(destination = name, url = %target.destination.display_url(), group, ?topics, "sink worker started");
+    tracing::info!(
+        destination = %target.destination.config.name, url = %target.destination.display_url(), group, ?topics,
+        "sink worker started"
+    );
+    pump(&consumer, target, Until::Shutdown, shutdown).await
+}
 
-    let mut pending = FuturesUnordered::new();
+/// Batches waiting for a request slot, and the partial batches still filling, per app.
+struct Batches {
+    max_events: usize,
+    max_bytes: usize,
+    linger: Duration,
+    filling: HashMap<String, (Vec<Pending>, usize, Instant)>,
+    ready: VecDeque<Vec<Pending>>,
+}
+
+impl Batches {
+    /// Adds an event. A batch never mixes apps, so that per-app framing (index, sourcetype) holds.
+    fn push(&mut self, pending: Pending) {
+        let size = pending.event.envelope.len();
+        let app = pending.event.meta.app.clone();
+        let (events, bytes, _) = self
+            .filling
+            .entry(app.clone())
+            .or_insert_with(|| (Vec::new(), 0, Instant::now()));
+        if !events.is_empty() && *bytes + size > self.max_bytes {
+            let full = std::mem::take(events);
+            *bytes = 0;
+            self.ready.push_back(full);
+        }
+        if events.is_empty() {
+            if let Some(entry) = self.filling.get_mut(&app) {
+                entry.2 = Instant::now();
+            }
+        }
+        let (events, bytes, _) = self.filling.get_mut(&app).expect("inserted above");
+        events.push(pending);
+        *bytes += size;
+        if events.len() >= self.max_events || *bytes >= self.max_bytes {
+            let full = std::mem::take(events);
+            *bytes = 0;
+            self.ready.push_back(full);
+        }
+    }
+
+    /// When the oldest partial batch must be sent.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.filling
+            .values()
+            .filter(|(events, _, _)| !events.is_empty())
+            .map(|(_, _, started)| *started + self.linger)
+            .min()
+    }
+
+    /// Moves partial batches whose linger expired (all of them with `all`) to `ready`.
+    fn close_due(&mut self, all: bool) {
+        let now = Instant::now();
+        for (events, bytes, started) in self.filling.values_mut() {
+            if !events.is_empty() && (all || *started + self.linger <= now) {
+                self.ready.push_back(std::mem::take(events));
+                *bytes = 0;
+            }
+        }
+    }
+}
+
+/// Events and bytes begun and not finished.
+#[derive(Default)]
+struct Held {
+    events: usize,
+    bytes: usize,
+}
+
+pub(crate) async fn pump(
+    consumer: &TrackingConsumer,
+    target: Arc<Target>,
+    mut until: Until,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SinkError> {
+    let config = target.destination.config.clone();
+    let name = config.name.as_str();
+    let mut batches = Batches {
+        max_events: config.batch.max_events,
+        max_bytes: config.batch.max_bytes,
+        linger: config.batch.linger,
+        filling: HashMap::new(),
+        ready: VecDeque::new(),
+    };
+    let mut requests: FuturesUnordered<BoxFuture<'static, Vec<(Source, usize)>>> =
+        FuturesUnordered::new();
+    let mut held = Held::default();
     let mut paused = false;
-    // Resume below three quarters of the bound, so that one completion does not flap pause/resume.
-    let resume_below = (max_in_flight * 3 / 4).max(1);
-    let mut commit_tick = tokio::time::interval(commit_interval);
+    let mut commit_tick = tokio::time::interval(config.commit_interval);
     let mut shutdown = pin!(shutdown);
+    let mut reading = !matches!(&until, Until::Ends(ends) if ends.is_empty());
     loop {
+        while requests.len() < config.concurrency {
+            let Some(batch) = batches.ready.pop_front() else {
+                break;
+            };
+            requests.push(deliver(Arc::clone(&target), batch).boxed());
+        }
+        if !reading
+            && requests.is_empty()
+            && batches.ready.is_empty()
+            && batches.next_deadline().is_none()
+        {
+            break;
+        }
+        let linger = batches.next_deadline();
         tokio::select! {
             () = &mut shutdown => break,
-            _ = commit_tick.tick() => commit(&consumer, CommitMode::Async),
-            Some(source) = pending.next(), if !pending.is_empty() => {
-                finish(&consumer, source);
-                if paused && pending.len() < resume_below {
-                    set_paused(&consumer, false);
+            _ = commit_tick.tick() => commit(consumer, CommitMode::Async),
+            Some(finished) = requests.next(), if !requests.is_empty() => {
+                for (source, size) in finished {
+                    finish(consumer, &source);
+                    held.events -= 1;
+                    held.bytes -= size;
+                }
+                if paused && held.events < config.max_in_flight * 3 / 4 && held.bytes < config.max_in_flight_bytes * 3 / 4 {
+                    set_paused(consumer, false);
                     paused = false;
                 }
             }
+            () = sleep_until(linger), if linger.is_some() => batches.close_due(!reading),
             // Polled even while paused: polling keeps this worker in the group and serves rebalances.
-            message = consumer.recv() => {
+            message = consumer.recv(), if reading => {
                 let message = message.map_err(SinkError::Consume)?;
-                let delivery = delivery(&message);
-                consumer.context().tracker().begin(&delivery.source.topic, delivery.source.partition, delivery.source.offset);
-                pending.push(deliver(Arc::clone(&target), delivery));
-                // Re-pause on every record that arrives while full: a rebalance may have assigned
-                // new, unpaused partitions.
-                if pending.len() >= max_in_flight {
-                    set_paused(&consumer, true);
+                let pending = pending(&message);
+                consumer.context().tracker().begin(&pending.source.topic, pending.source.partition, pending.source.offset);
+                if let Until::Ends(ends) = &mut until {
+                    if ends.get(&pending.source.partition).is_some_and(|&end| pending.source.offset + 1 >= end) {
+                        ends.remove(&pending.source.partition);
+                    }
+                    reading = !ends.is_empty();
+                }
+                let meta = &pending.event.meta;
+                if meta.event_id.is_empty() {
+                    // Not written by our router: set it aside rather than deliver it unlabelled.
+                    target.dead_letters.write(&pending, Reason::MissingMetadata, "no event_id header", None, 0).await;
+                    finish(consumer, &pending.source);
+                } else if !config.filter.accepts(&meta.event_type, &meta.organization_id, meta.stack_id.as_deref()) {
+                    finish(consumer, &pending.source);
+                } else {
+                    held.events += 1;
+                    held.bytes += pending.event.envelope.len();
+                    batches.push(pending);
+                    if !reading {
+                        batches.close_due(true);
+                    }
+                }
+                // Re-pause on every record that arrives while full: a rebalance may have
+                // assigned new, unpaused partitions.
+                if held.events >= config.max_in_flight || held.bytes >= config.max_in_flight_bytes {
+                    set_paused(consumer, true);
                     paused = true;
                 }
             }
@@ -111,41 +286,87 @@ pub async fn run(
 
     tracing::info!(
         destination = name,
-        pending = pending.len(),
+        pending = held.events,
         "sink worker stopping: draining"
     );
+    batches.close_due(true);
     let drain = async {
-        while let Some(source) = pending.next().await {
-            finish(&consumer, source);
+        loop {
+            while requests.len() < config.concurrency {
+                let Some(batch) = batches.ready.pop_front() else {
+                    break;
+                };
+                requests.push(deliver(Arc::clone(&target), batch).boxed());
+            }
+            let Some(finished) = requests.next().await else {
+                break;
+            };
+            for (source, _) in finished {
+                finish(consumer, &source);
+            }
         }
     };
-    if tokio::time::timeout(drain_timeout, drain).await.is_err() {
+    if tokio::time::timeout(config.drain_timeout, drain)
+        .await
+        .is_err()
+    {
         tracing::warn!(
             destination = name,
             "drain timed out; undelivered events will be delivered after restart"
         );
     }
-    commit(&consumer, CommitMode::Sync);
+    commit(consumer, CommitMode::Sync);
     Ok(())
 }
 
-fn delivery(message: &BorrowedMessage<'_>) -> Delivery {
-    let event_id = message
-        .headers()
-        .and_then(|h| h.iter().find(|header| header.key == headers::EVENT_ID))
-        .and_then(|header| HeaderValue::from_bytes(header.value?).ok());
-    Delivery {
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn pending(message: &BorrowedMessage<'_>) -> Pending {
+    let header = |name: &str| {
+        message
+            .headers()
+            .and_then(|h| h.iter().find(|header| header.key == name))
+            .and_then(|header| std::str::from_utf8(header.value?).ok())
+            .map(str::to_owned)
+    };
+    // Without a date header (records not from our router) the broker timestamp dates the event.
+    let date_ms = header(headers::DATE_MS)
+        .and_then(|d| d.parse().ok())
+        .or_else(|| message.timestamp().to_millis())
+        .unwrap_or_else(now_ms);
+    Pending {
         source: Source {
             topic: message.topic().to_owned(),
             partition: message.partition(),
             offset: message.offset(),
         },
-        event_id,
-        body: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+        key: message.key().map(Bytes::copy_from_slice),
+        event: Event {
+            meta: EventMeta {
+                event_id: header(headers::EVENT_ID).unwrap_or_default(),
+                app: header(headers::APP).unwrap_or_default(),
+                event_type: header(headers::TYPE).unwrap_or_default(),
+                organization_id: header(headers::ORGANIZATION_ID).unwrap_or_default(),
+                stack_id: header(headers::STACK_ID),
+                date_ms,
+            },
+            envelope: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+        },
     }
 }
 
-fn finish(consumer: &TrackingConsumer, source: Source) {
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn finish(consumer: &TrackingConsumer, source: &Source) {
     consumer
         .context()
         .tracker()
@@ -172,44 +393,173 @@ fn set_paused(consumer: &TrackingConsumer, pause: bool) {
     }
 }
 
-/// POSTs one event until the destination answers 2xx. Cancelled (by dropping) on shutdown; the
-/// event's offset then stays uncommitted and the event is delivered again after restart.
-async fn deliver(target: Arc<Target>, delivery: Delivery) -> Source {
+/// Delivers a batch: each event ends delivered or dead-lettered, never dropped. Returns the
+/// sources and sizes of all of them. Cancelled (by dropping) on shutdown; the events' offsets then
+/// stay uncommitted and they are delivered again after restart.
+async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, usize)> {
     let config = &target.destination.config;
+    let mut finished = Vec::with_capacity(batch.len());
     let mut backoff = Backoff::new(config.retry.initial_backoff, config.retry.max_backoff);
+    let done = |pending: Pending, finished: &mut Vec<(Source, usize)>| {
+        let size = pending.event.envelope.len();
+        finished.push((pending.source, size));
+    };
     loop {
-        let mut request = target
-            .client
-            .post(target.destination.url.clone())
-            .headers(target.headers.clone())
-            .body(delivery.body.clone());
-        if let Some(event_id) = &delivery.event_id {
-            request = request.header(EVENT_ID_HEADER, event_id.clone());
-        }
-        let delay = match request.send().await {
-            Ok(response) if response.status().is_success() => {
-                // Read the (small) body so that the connection goes back to the pool.
-                let _ = response.bytes().await;
-                return delivery.source;
-            }
-            Ok(response) => {
-                let delay = backoff.next_delay(retry_after(response.headers(), SystemTime::now()));
-                tracing::warn!(
-                    destination = %config.name, status = response.status().as_u16(),
-                    attempt = backoff.attempts(), retry_in = ?delay, "delivery refused; retrying"
+        if target.expire {
+            let oldest_allowed =
+                now_ms() - i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX);
+            let (expired, live): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .partition(|p| p.event.meta.date_ms < oldest_allowed);
+            for pending in expired {
+                let detail = format!(
+                    "older than retention {:?} after {} attempts",
+                    config.retention,
+                    backoff.attempts()
                 );
-                delay
+                target
+                    .dead_letters
+                    .write(&pending, Reason::Expired, &detail, None, backoff.attempts())
+                    .await;
+                done(pending, &mut finished);
+            }
+            batch = live;
+        }
+        if batch.is_empty() {
+            return finished;
+        }
+        let delay = match post(&target, &batch).await {
+            Ok((status, retry_after_header, body)) => {
+                match classify(status, &config.retry.permanent_statuses) {
+                    Action::Delivered if target.destination.format.is_bulk() => {
+                        match encode::parse_bulk_response(&body, batch.len()) {
+                            Ok(outcomes) => {
+                                let mut retry = Vec::new();
+                                for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                                    match outcome {
+                                        ItemOutcome::Delivered => done(pending, &mut finished),
+                                        ItemOutcome::Permanent { status, reason } => {
+                                            target
+                                                .dead_letters
+                                                .write(
+                                                    &pending,
+                                                    Reason::RejectedItem,
+                                                    &reason,
+                                                    Some(status),
+                                                    backoff.attempts() + 1,
+                                                )
+                                                .await;
+                                            done(pending, &mut finished);
+                                        }
+                                        ItemOutcome::Retry { .. } => retry.push(pending),
+                                    }
+                                }
+                                batch = retry;
+                                if batch.is_empty() {
+                                    return finished;
+                                }
+                                backoff.next_delay(None)
+                            }
+                            Err(err) => {
+                                tracing::warn!(destination = %config.name, error = %err, "bulk answer unreadable; retrying the batch");
+                                backoff.next_delay(None)
+                            }
+                        }
+                    }
+                    Action::Delivered => {
+                        finished.extend(batch.into_iter().map(|p| {
+                            let size = p.event.envelope.len();
+                            (p.source, size)
+                        }));
+                        return finished;
+                    }
+                    Action::DeadLetter => {
+                        let detail = format!("destination answered {status}: {}", snippet(&body));
+                        for pending in batch {
+                            target
+                                .dead_letters
+                                .write(
+                                    &pending,
+                                    Reason::PermanentStatus,
+                                    &detail,
+                                    Some(status),
+                                    backoff.attempts() + 1,
+                                )
+                                .await;
+                            done(pending, &mut finished);
+                        }
+                        return finished;
+                    }
+                    action => {
+                        let delay = backoff.next_delay(retry_after_header);
+                        if action == Action::RetryAuthFailure {
+                            tracing::error!(
+                                destination = %config.name, status, attempt = backoff.attempts(), retry_in = ?delay,
+                                "destination refused our credentials; events are held back until they are fixed"
+                            );
+                        } else {
+                            tracing::warn!(destination = %config.name, status, attempt = backoff.attempts(), retry_in = ?delay, "delivery refused; retrying");
+                        }
+                        delay
+                    }
+                }
             }
             Err(err) => {
                 let delay = backoff.next_delay(None);
                 // `without_url`: the URL may carry a credential in its query string.
                 tracing::warn!(
-                    destination = %config.name, error = %err.without_url(),
-                    attempt = backoff.attempts(), retry_in = ?delay, "delivery failed; retrying"
+                    destination = %config.name, error = %err.without_url(), attempt = backoff.attempts(), retry_in = ?delay,
+                    "delivery failed; retrying"
                 );
                 delay
             }
         };
         tokio::time::sleep(delay).await;
     }
+}
+
+/// Sends one POST of `batch`; returns the status, any `Retry-After` and the body.
+async fn post(
+    target: &Target,
+    batch: &[Pending],
+) -> Result<(u16, Option<Duration>, Bytes), reqwest::Error> {
+    let config = &target.destination.config;
+    let events: Vec<&Event> = batch.iter().map(|p| &p.event).collect();
+    let encoded = encode::encode(&target.destination.format, &events);
+    let body = if config.gzip {
+        encode::gzip(&encoded.body)
+    } else {
+        encoded.body
+    };
+    let mut request = target
+        .client
+        .post(target.destination.url.clone())
+        .headers(target.headers.clone())
+        .header(CONTENT_TYPE, encoded.content_type);
+    if let [single] = batch {
+        if let Ok(id) = HeaderValue::from_str(&single.event.meta.event_id) {
+            request = request.header(EVENT_ID_HEADER, id);
+        }
+    }
+    if let Some(key) = &target.destination.signing_key {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let signature = sign::signature_header(key.bytes(), now, &body);
+        if let Ok(value) = HeaderValue::from_str(&signature) {
+            request = request.header(HeaderName::from_static(SIGNATURE_HEADER), value);
+        }
+    }
+    let response = request.body(body).send().await?;
+    let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers(), SystemTime::now());
+    // Read the (small) body: bulk results live there, and the connection goes back to the pool.
+    let body = response.bytes().await.unwrap_or_default();
+    Ok((status, retry_after, body))
+}
+
+/// The start of a response body, for a dead letter's detail.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    text.chars().filter(|c| !c.is_control()).collect()
 }

@@ -206,3 +206,69 @@ pub fn run_command(args: &[&str]) -> String {
     );
     text
 }
+
+/// Publishes `count` synthetic events (nine gateway for one lifecycle, or gateway only) at up
+/// to `rate` per second and returns the acknowledged ids.
+pub async fn publish_synthetic(
+    publisher: &auditstream_producer::Publisher,
+    seed: u64,
+    count: usize,
+    rate: u64,
+    gateway_only: bool,
+) -> std::collections::HashSet<String> {
+    use futures::stream::{self, StreamExt};
+    let mut generator = auditstream_producer::synthetic::Generator::new(seed);
+    let events: Vec<_> = (0..count)
+        .map(|i| {
+            if !gateway_only && i % 10 == 9 {
+                (Some(generator.lifecycle()), None)
+            } else {
+                (None, Some(generator.gateway()))
+            }
+        })
+        .collect();
+    let started = tokio::time::Instant::now();
+    stream::iter(events.into_iter().enumerate())
+        .map(|(i, (lifecycle, gateway))| async move {
+            tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / rate as f64))
+                .await;
+            match (lifecycle, gateway) {
+                (Some(event), _) => publisher.publish_lifecycle(event).await,
+                (_, Some(event)) => publisher.publish_gateway(event).await,
+                (None, None) => unreachable!("one of the two is set"),
+            }
+        })
+        .buffer_unordered(2_000)
+        .map(|result| result.expect("the broker acknowledges every event"))
+        .collect()
+        .await
+}
+
+/// Reads a dead-letter topic: one map of header name -> value per record.
+pub async fn dead_letters(
+    brokers: &str,
+    topic: &str,
+) -> Vec<std::collections::HashMap<String, String>> {
+    use rdkafka::message::Headers;
+    use rdkafka::Message;
+    let kafka = auditstream_kafka::KafkaConfig::with_brokers(brokers);
+    let mut records = Vec::new();
+    auditstream_kafka::scan(&kafka, topic, |message| {
+        let mut record = std::collections::HashMap::new();
+        if let Some(headers) = message.headers() {
+            for header in headers.iter() {
+                if let Some(value) = header.value {
+                    record.insert(
+                        header.key.to_owned(),
+                        String::from_utf8_lossy(value).into_owned(),
+                    );
+                }
+            }
+        }
+        records.push(record);
+        true
+    })
+    .await
+    .expect("read dead-letter topic");
+    records
+}

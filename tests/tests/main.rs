@@ -1,5 +1,6 @@
 //! End-to-end tests against a real broker and real HTTPS receivers. They need `nisshi` on PATH
 //! and the `auditstream` binary built; `scripts/test.sh` takes care of both.
 
+mod delivery;
 mod pipeline;
 mod router_dead_letters;

@@ -3,6 +3,7 @@
 pub mod dlq;
 pub mod produce;
 pub mod receiver;
+pub mod replay;
 pub mod router;
 pub mod sink;
 pub mod topics;
