@@ -1,18 +1,21 @@
 //! The HTTP sink: one destination, one consumer group, at-least-once delivery.
 //!
-//! Data flow of one worker ([`run`]):
+//! Data flow of one worker ([`run`], stages in `worker.rs`):
 //!
 //! ```text
-//! audit.v2.* --(consumer group auditstream.sink.<name>)--> record
-//!   --> request  (envelope bytes as they are, configured headers, event id header)
-//!   --> POST, retried with capped exponential backoff and jitter until 2xx (Retry-After honoured)
-//!   --> offset finished; committed on a timer, on revocation and on shutdown
+//! audit.v2.* --(consumer group auditstream.sink.<name>)--> record + routing metadata (Kafka headers)
+//!   --> filter (stacks, organisations, type patterns)
+//!   --> batch (max events, bytes, linger; never mixing apps)
+//!   --> encode (the destination's format, envelope bytes as they are; optional gzip, HMAC signature)
+//!   --> POST --> retry::classify: delivered | retried with backoff | dead-lettered (audit.dlq.<name>)
+//!   --> offsets finished; committed on a timer, on revocation and on shutdown
 //! ```
 //!
 //! The sink never parses the envelope: the router already validated and serialized it, and the
-//! event id travels in a Kafka header. Memory is bounded by `max_in_flight`: when that many
-//! deliveries are pending the worker pauses its partitions, keeps polling (so it stays in the
-//! group), and resumes once deliveries complete.
+//! metadata travels in Kafka headers. An event's offset is finished only once it is delivered or
+//! its dead letter is acknowledged. Memory is bounded by `max_in_flight` events and bytes: past
+//! either, the worker pauses its partitions, keeps polling (so it stays in the group), and resumes
+//! once deliveries complete. [`replay`] sends dead letters again through the same stages.
 //!
 //! Configuration is [`DestinationConfig`]; [`DestinationConfig::validate`] resolves secrets from
 //! the environment and checks everything before a client is built.
@@ -34,4 +37,4 @@ pub use config::{
 };
 pub use error::SinkError;
 pub use replay::replay;
-pub use worker::{run, EVENT_ID_HEADER, SIGNATURE_HEADER};
+pub use worker::{run, EVENT_ID_HEADER};

@@ -37,6 +37,9 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// Name of the header carrying the signature (lower case, as HTTP/2 sends it).
+pub const SIGNATURE_HEADER: &str = "x-auditstream-signature";
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// The value of the `X-Auditstream-Signature` header for `body` (the exact bytes sent), signed

@@ -40,8 +40,6 @@ use crate::{client, sign, Destination, SinkError};
 /// HTTP header carrying the stable event id of a one-event POST, so that receivers can
 /// de-duplicate redeliveries.
 pub const EVENT_ID_HEADER: &str = "x-auditstream-event-id";
-/// HTTP header of the HMAC signature (see [`crate::sign`]).
-pub const SIGNATURE_HEADER: &str = "x-auditstream-signature";
 
 /// Where a record came from.
 #[derive(Debug, Clone)]
@@ -547,7 +545,7 @@ async fn post(
             .map_or(0, |d| d.as_secs());
         let signature = sign::signature_header(key.bytes(), now, &body);
         if let Ok(value) = HeaderValue::from_str(&signature) {
-            request = request.header(HeaderName::from_static(SIGNATURE_HEADER), value);
+            request = request.header(HeaderName::from_static(sign::SIGNATURE_HEADER), value);
         }
     }
     let response = request.body(body).send().await?;
