@@ -23,6 +23,71 @@ pub struct RouterConfig {
     /// How long a graceful shutdown waits for in-flight records. Default 10 seconds.
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Operator redaction rules (`[router.redaction.*]`), applied after the always-on ones.
+    /// Default: none, so events carry everything the always-on rules leave.
+    #[serde(default)]
+    pub redaction: RedactionConfig,
+}
+
+/// The `[router.redaction]` section: operator rules, each off until configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionConfig {
+    /// Rules for module HTTP audit events (`app = "gateway"`). Default: none.
+    #[serde(default)]
+    pub gateway: GatewayRedactionConfig,
+    /// Rules for lifecycle events (`app = "membership"`). Default: none.
+    #[serde(default)]
+    pub membership: MembershipRedactionConfig,
+}
+
+/// The `[router.redaction.gateway]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayRedactionConfig {
+    /// Request header names removed from `http.request.header`, e.g. `["Cookie", "X-Api-Key"]`.
+    /// Compared case-insensitively after trimming, against the canonicalized and merged headers,
+    /// so every casing and duplicate goes. Default: none (only `Authorization`, always removed).
+    #[serde(default)]
+    pub drop_request_headers: Vec<String>,
+    /// Response header names removed from `http.response.headers`, e.g. `["Set-Cookie"]`.
+    /// Compared like `drop_request_headers`. Default: none.
+    #[serde(default)]
+    pub drop_response_headers: Vec<String>,
+    /// JSON field names whose values are replaced by `"********"` in request and response
+    /// bodies, at any depth, whatever the value's type; names are compared case-insensitively
+    /// after trimming. A body (or a string inside one) that is not JSON but contains one of the
+    /// names is replaced whole. Default: none.
+    #[serde(default)]
+    pub mask_body_fields: Vec<String>,
+    /// What happens to `actor.ip_address`: `"keep"`, `"omit"` (the field is left out) or
+    /// `"truncate"` (IPv4 to its /24, e.g. `a.b.c.0`; IPv6 to its /48; an address that does not
+    /// parse is left out). Default `"keep"`.
+    #[serde(default)]
+    pub ip_address: IpAddressRule,
+}
+
+/// The `[router.redaction.membership]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipRedactionConfig {
+    /// Field names whose values are replaced by `"********"` in `payload.data`, at any depth,
+    /// compared like `gateway.mask_body_fields`, e.g. `["email"]`. Default: none.
+    #[serde(default)]
+    pub mask_data_fields: Vec<String>,
+}
+
+/// What the router does with the caller's IP address of a gateway event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpAddressRule {
+    /// Delivered as captured.
+    #[default]
+    Keep,
+    /// Left out of the envelope.
+    Omit,
+    /// IPv4 keeps its /24 (`192.0.2.17` -> `192.0.2.0`), IPv6 its /48; unparsable: left out.
+    Truncate,
 }
 
 fn default_group() -> String {
@@ -31,8 +96,11 @@ fn default_group() -> String {
 fn default_max_in_flight() -> usize {
     20_000
 }
+/// Default of `router.max_message_bytes`.
+pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
 fn default_max_message_bytes() -> usize {
-    1024 * 1024
+    DEFAULT_MAX_MESSAGE_BYTES
 }
 fn default_commit_interval() -> Duration {
     Duration::from_secs(1)
@@ -49,6 +117,7 @@ impl Default for RouterConfig {
             max_message_bytes: default_max_message_bytes(),
             commit_interval: default_commit_interval(),
             drain_timeout: default_drain_timeout(),
+            redaction: RedactionConfig::default(),
         }
     }
 }
@@ -65,6 +134,121 @@ impl RouterConfig {
         if self.max_message_bytes == 0 {
             return Err("router.max_message_bytes must be at least 1".into());
         }
+        self.redaction.validate()
+    }
+}
+
+impl RedactionConfig {
+    /// Rejects empty names: an empty field name would match every malformed body by substring,
+    /// and an empty header name nothing at all, neither of which an operator means.
+    pub fn validate(&self) -> Result<(), String> {
+        let lists = [
+            (
+                "router.redaction.gateway.drop_request_headers",
+                &self.gateway.drop_request_headers,
+            ),
+            (
+                "router.redaction.gateway.drop_response_headers",
+                &self.gateway.drop_response_headers,
+            ),
+            (
+                "router.redaction.gateway.mask_body_fields",
+                &self.gateway.mask_body_fields,
+            ),
+            (
+                "router.redaction.membership.mask_data_fields",
+                &self.membership.mask_data_fields,
+            ),
+        ];
+        for (field, names) in lists {
+            if let Some(index) = names.iter().position(|name| name.trim().is_empty()) {
+                return Err(format!("{field}[{index}] must not be empty"));
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<RouterConfig, String> {
+        toml::from_str(toml_text).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn redaction_is_off_by_default() {
+        let config = parse("").unwrap();
+        assert_eq!(config.redaction, RedactionConfig::default());
+        assert_eq!(config.redaction.gateway.ip_address, IpAddressRule::Keep);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let config = parse(
+            r#"
+            [redaction.gateway]
+            drop_request_headers = ["Cookie", "X-Api-Key"]
+            drop_response_headers = ["Set-Cookie"]
+            mask_body_fields = ["password", "client_secret"]
+            ip_address = "truncate"
+            [redaction.membership]
+            mask_data_fields = ["email"]
+            "#,
+        )
+        .unwrap();
+        let gateway = &config.redaction.gateway;
+        assert_eq!(gateway.drop_request_headers, ["Cookie", "X-Api-Key"]);
+        assert_eq!(gateway.drop_response_headers, ["Set-Cookie"]);
+        assert_eq!(gateway.mask_body_fields, ["password", "client_secret"]);
+        assert_eq!(gateway.ip_address, IpAddressRule::Truncate);
+        assert_eq!(config.redaction.membership.mask_data_fields, ["email"]);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_redaction_sections_are_rejected() {
+        let cases = [
+            (
+                "[redaction.gateway]\nip_address = \"hash\"",
+                "unknown variant",
+            ),
+            ("[redaction.gateway]\ndrop_headers = []", "unknown field"),
+            (
+                "[redaction.lifecycle]\nmask_data_fields = []",
+                "unknown field",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn empty_names_are_errors_naming_the_field() {
+        let cases = [
+            (
+                "[redaction.gateway]\ndrop_request_headers = [\"Cookie\", \"\"]",
+                "router.redaction.gateway.drop_request_headers[1] must not be empty",
+            ),
+            (
+                "[redaction.gateway]\ndrop_response_headers = [\"  \"]",
+                "router.redaction.gateway.drop_response_headers[0] must not be empty",
+            ),
+            (
+                "[redaction.gateway]\nmask_body_fields = [\"\\t\"]",
+                "router.redaction.gateway.mask_body_fields[0] must not be empty",
+            ),
+            (
+                "[redaction.membership]\nmask_data_fields = [\"\"]",
+                "router.redaction.membership.mask_data_fields[0] must not be empty",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse(text).unwrap().validate(), Err(expected.to_owned()));
+        }
     }
 }

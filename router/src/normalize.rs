@@ -9,7 +9,7 @@
 //! * when `token_validation_error` is set (non-empty), `claims` are dropped;
 //! * bodies that are not valid UTF-8 are converted lossily: each invalid sequence becomes U+FFFD,
 //!   so the envelope stays valid JSON text and nothing panics;
-//! * the always-on redaction rules ([`crate::redact`]) run before serialization.
+//! * the redaction rules ([`crate::redact`]), always-on and configured, run before serialization.
 
 use auditstream_kafka::topics;
 use auditstream_schemas::avro;
@@ -21,7 +21,8 @@ use auditstream_schemas::raw::{RawGatewayEvent, RawHeaders, RawLifecycleEvent};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::redact;
+use crate::config::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::redact::{self, Redaction};
 
 /// Which raw stream a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,26 +109,52 @@ fn invalid(detail: impl Into<String>) -> Rejection {
 }
 
 /// Decodes, validates, normalizes and redacts one raw record.
+///
+/// The first call in a process also bounds Avro decoding allocations, unless
+/// [`limit_avro_allocations`] was called before.
 pub fn route(
     stream: Stream,
     bytes: &[u8],
     event_id_header: Option<&str>,
+    redaction: &Redaction,
 ) -> Result<Routed, Rejection> {
+    limit_avro_allocations(DEFAULT_MAX_MESSAGE_BYTES);
     let undecodable = |err: auditstream_schemas::SchemaError| Rejection {
         reason: RejectReason::Undecodable,
         detail: err.to_string(),
     };
     match stream {
-        Stream::Gateway => gateway(avro::decode_gateway_any(bytes).map_err(undecodable)?),
+        Stream::Gateway => gateway(
+            avro::decode_gateway_any(bytes).map_err(undecodable)?,
+            redaction,
+        ),
         Stream::Lifecycle => lifecycle(
             avro::decode_lifecycle_any(bytes).map_err(undecodable)?,
             event_id_header,
+            redaction,
         ),
     }
 }
 
+/// Bounds what apache-avro may reserve for one string, byte array, array or map of a record, and
+/// returns the bound in force.
+///
+/// apache-avro reserves room as soon as it has read a length or an item count, before reading
+/// what it announces, up to a limit whose default is 512 Mi bytes or items. With that default, a
+/// 130-byte record announcing a header map of 120 million entries made it reserve 21 GB (found by
+/// fuzzing): the router would abort, or be killed, and then read the same record again after every
+/// restart. No length or count of the raw schemas can exceed the size of the record holding it,
+/// so the bound is the largest record the router accepts; a record that announces more is
+/// rejected as undecodable.
+///
+/// apache-avro keeps the first bound set in a process: [`crate::run`] sets it from
+/// `router.max_message_bytes` before decoding anything, and [`route`] sets the default otherwise.
+pub fn limit_avro_allocations(max_message_bytes: usize) -> usize {
+    apache_avro::util::max_allocation_bytes(max_message_bytes)
+}
+
 /// Normalizes and redacts a raw gateway event.
-pub fn gateway(raw: RawGatewayEvent) -> Result<Routed, Rejection> {
+pub fn gateway(raw: RawGatewayEvent, redaction: &Redaction) -> Result<Routed, Rejection> {
     let id = uuid_text(&raw.id)?;
     let date = iso_date(raw.timestamp)?;
     require("organization_id", &raw.organization_id)?;
@@ -182,7 +209,7 @@ pub fn gateway(raw: RawGatewayEvent) -> Result<Routed, Rejection> {
         payload.http.request.body = body_text(raw.request.body);
         payload.http.response.body = body_text(raw.response.body);
     }
-    redact::apply(&mut payload);
+    redact::apply_gateway(&mut payload, redaction);
 
     let organization_id = payload.actor.organization_id.clone();
     let stack_id = payload.actor.stack_id.clone();
@@ -206,10 +233,11 @@ pub fn gateway(raw: RawGatewayEvent) -> Result<Routed, Rejection> {
     })
 }
 
-/// Normalizes a raw lifecycle event.
+/// Normalizes and redacts a raw lifecycle event.
 pub fn lifecycle(
     raw: RawLifecycleEvent,
     event_id_header: Option<&str>,
+    redaction: &Redaction,
 ) -> Result<Routed, Rejection> {
     let id = uuid_text(&raw.id)?;
     if let Some(header) = event_id_header {
@@ -222,17 +250,19 @@ pub fn lifecycle(
     let date = iso_date(raw.timestamp)?;
     require("type", &raw.event_type)?;
     require("organization_id", &raw.organization_id)?;
+    let mut payload = LifecyclePayload {
+        owner_id: raw.owner_id,
+        organization_id: raw.organization_id.clone(),
+        subject: raw.subject,
+        data: serde_json::Value::Object(raw.data),
+    };
+    redact::apply_lifecycle(&mut payload, redaction);
     let envelope = Envelope {
         date,
         app: App::Membership,
         version: SchemaVersion::V2,
         event_type: raw.event_type.clone(),
-        payload: LifecyclePayload {
-            owner_id: raw.owner_id,
-            organization_id: raw.organization_id.clone(),
-            subject: raw.subject,
-            data: serde_json::Value::Object(raw.data),
-        },
+        payload,
     };
     Ok(Routed {
         topic: topics::LIFECYCLE,
@@ -323,7 +353,17 @@ mod tests {
     }
 
     fn routed_text(json: &str) -> String {
-        String::from_utf8(route(Stream::Gateway, json.as_bytes(), None).unwrap().body).unwrap()
+        String::from_utf8(
+            route(
+                Stream::Gateway,
+                json.as_bytes(),
+                None,
+                &Redaction::default(),
+            )
+            .unwrap()
+            .body,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -390,7 +430,7 @@ mod tests {
         let mut raw: RawGatewayEvent =
             serde_json::from_str(&gateway_json("", "/api/x", "ok")).unwrap();
         raw.request.body = vec![b'a', 0xff, 0xfe, b'b'];
-        let routed = gateway(raw).unwrap();
+        let routed = gateway(raw, &Redaction::default()).unwrap();
         let text = String::from_utf8(routed.body).unwrap();
         assert!(text.contains("\"body\":\"a\u{fffd}\u{fffd}b\""), "{text}");
     }
@@ -426,7 +466,13 @@ mod tests {
             ),
         ];
         for (input, reason, needle) in cases {
-            let rejection = route(Stream::Gateway, input.as_bytes(), None).unwrap_err();
+            let rejection = route(
+                Stream::Gateway,
+                input.as_bytes(),
+                None,
+                &Redaction::default(),
+            )
+            .unwrap_err();
             assert_eq!(rejection.reason, reason, "{input}");
             assert!(
                 rejection.detail.contains(needle),
@@ -442,7 +488,13 @@ mod tests {
             r#"{{"id":"{ID}","type":"stacks.created","timestamp":"2026-04-30T11:15:00+02:00","owner_id":"u",
             "organization_id":"o","stack_id":"s1","subject":"u","data":{{"id":"s1","name":"prod-stack","regionId":"r"}}}}"#
         );
-        let routed = route(Stream::Lifecycle, json.as_bytes(), Some(ID)).unwrap();
+        let routed = route(
+            Stream::Lifecycle,
+            json.as_bytes(),
+            Some(ID),
+            &Redaction::default(),
+        )
+        .unwrap();
         assert_eq!(routed.topic, topics::LIFECYCLE);
         assert_eq!(routed.key, "o");
         assert_eq!(routed.stack_id.as_deref(), Some("s1"));
@@ -451,8 +503,49 @@ mod tests {
             r#"{"date":"2026-04-30T09:15:00.000Z","app":"membership","version":"v2","type":"stacks.created","payload":{"ownerId":"u","organizationId":"o","subject":"u","data":{"id":"s1","name":"prod-stack","regionId":"r"}}}"#
         );
         let other = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
-        let rejection = route(Stream::Lifecycle, json.as_bytes(), Some(other)).unwrap_err();
+        let rejection = route(
+            Stream::Lifecycle,
+            json.as_bytes(),
+            Some(other),
+            &Redaction::default(),
+        )
+        .unwrap_err();
         assert!(rejection.detail.contains("disagrees"), "{rejection:?}");
+    }
+
+    #[test]
+    fn avro_records_announcing_huge_maps_are_rejected_not_allocated() {
+        // The fuzzer's input (fuzz/fuzz_targets/route.rs), minimized: the request header map
+        // after host "h" announces 120_528_444 entries (zig-zag varint f8 f8 f8 72).
+        const FUZZED: &[u8] = &[
+            195, 1, 142, 128, 229, 107, 45, 85, 255, 30, 72, 53, 53, 48, 101, 56, 52, 48, 48, 45,
+            101, 50, 56, 98, 45, 52, 49, 100, 52, 45, 97, 55, 49, 54, 45, 52, 52, 54, 54, 53, 53,
+            52, 52, 48, 48, 48, 48, 2, 116, 134, 155, 219, 187, 103, 2, 111, 2, 115, 2, 20, 49, 57,
+            50, 46, 48, 46, 50, 46, 49, 55, 2, 22, 123, 34, 115, 117, 98, 34, 58, 34, 117, 34, 125,
+            0, 8, 114, 101, 125, 84, 64, 47, 114, 22, 123, 34, 0, 0, 22, 123, 34, 111, 107, 34, 0,
+            0, 0, 108, 101, 125, 47, 116, 114, 97, 110, 115, 97, 99, 116, 105, 111, 110, 115, 2,
+            104, 248, 248, 248, 114, 101, 125,
+        ];
+        // The same announcement in an otherwise valid record.
+        let mut raw: RawGatewayEvent =
+            serde_json::from_str(&gateway_json("", "/api/x", "ok")).unwrap();
+        raw.request.host = "host-before-headers".to_owned();
+        raw.request.headers = RawHeaders::default();
+        let mut built = avro::encode_gateway(&raw).unwrap();
+        let host = raw.request.host.as_bytes();
+        let at = built.windows(host.len()).position(|w| w == host).unwrap() + host.len();
+        assert_eq!(built[at], 0, "an empty map is encoded as a zero count");
+        built.splice(at..=at, [0xf8, 0xf8, 0xf8, 0x72]);
+
+        for input in [FUZZED, &built] {
+            let rejection = route(Stream::Gateway, input, None, &Redaction::default()).unwrap_err();
+            assert_eq!(rejection.reason, RejectReason::Undecodable);
+            assert!(
+                rejection.detail.contains("Unable to allocate 120528444"),
+                "{}",
+                rejection.detail
+            );
+        }
     }
 
     #[test]

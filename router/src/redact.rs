@@ -1,4 +1,7 @@
-//! The always-on redaction rules of the product design, applied to a normalized gateway payload.
+//! Redaction of normalized payloads: the always-on rules of the product design, then the rules an
+//! operator configured (`[router.redaction]`, see [`crate::RedactionConfig`]).
+//!
+//! Always on, for gateway events:
 //!
 //! 1. The `Authorization` request header is removed. Header names were canonicalized by
 //!    [`crate::normalize`] (every casing, padding and duplicate merged into one entry), so one
@@ -11,11 +14,28 @@
 //!    `application/vnd.formance…-stream` (parameters, case and spacing ignored), both bodies are
 //!    emptied.
 //!
+//! Configured, each off until listed:
+//!
+//! 4. More headers are dropped: request headers from `http.request.header`, response headers from
+//!    `http.response.headers`, names compared case-insensitively on the same merged entries as
+//!    rule 1.
+//! 5. JSON fields are masked in gateway bodies and in lifecycle `payload.data`, by the rules of
+//!    [`mask`]: every value of a matching key becomes `"********"`, and text that cannot be
+//!    parsed but mentions a name is replaced whole.
+//! 6. The caller's IP address is kept, omitted, or truncated to its /24 (IPv4) or /48 (IPv6).
+//!
 //! Each rule errs on the side of removing: a false positive costs an auditor a body, a false
 //! negative leaks a credential.
 
-use auditstream_schemas::envelope::{GatewayPayload, HeaderMap};
+pub mod mask;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use auditstream_schemas::envelope::{GatewayPayload, HeaderMap, LifecyclePayload};
 use percent_encoding::percent_decode_str;
+
+use crate::config::{IpAddressRule, RedactionConfig};
+use mask::Names;
 
 /// Canonical name of the request header that rule 1 removes.
 pub const AUTHORIZATION: &str = "Authorization";
@@ -24,8 +44,34 @@ pub const CONTENT_TYPE: &str = "Content-Type";
 /// Path whose response body rule 2 clears, as segments.
 const OAUTH_TOKEN_SEGMENTS: [&str; 4] = ["api", "auth", "oauth", "token"];
 
-/// Applies the three always-on rules in place.
-pub fn apply(payload: &mut GatewayPayload) {
+/// The configured rules, compiled once from [`RedactionConfig`] (names trimmed and case-folded)
+/// and shared by every routed record. The default is "always-on rules only".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Redaction {
+    drop_request_headers: Names,
+    drop_response_headers: Names,
+    mask_body_fields: Names,
+    ip_address: IpAddressRule,
+    mask_data_fields: Names,
+}
+
+impl Redaction {
+    /// Compiles the `[router.redaction]` section. Empty names, which
+    /// [`RedactionConfig::validate`] rejects, are ignored here.
+    pub fn new(config: &RedactionConfig) -> Redaction {
+        let gateway = &config.gateway;
+        Redaction {
+            drop_request_headers: Names::new(&gateway.drop_request_headers),
+            drop_response_headers: Names::new(&gateway.drop_response_headers),
+            mask_body_fields: Names::new(&gateway.mask_body_fields),
+            ip_address: gateway.ip_address,
+            mask_data_fields: Names::new(&config.membership.mask_data_fields),
+        }
+    }
+}
+
+/// Applies the always-on rules, then the configured ones, to a gateway payload in place.
+pub fn apply_gateway(payload: &mut GatewayPayload, redaction: &Redaction) {
     let request = &mut payload.http.request;
     let response = &mut payload.http.response;
     request.header.remove(AUTHORIZATION);
@@ -36,6 +82,51 @@ pub fn apply(payload: &mut GatewayPayload) {
         request.body.clear();
         response.body.clear();
     }
+
+    drop_headers(&mut request.header, &redaction.drop_request_headers);
+    drop_headers(&mut response.headers, &redaction.drop_response_headers);
+    mask::mask_body(&mut request.body, &redaction.mask_body_fields);
+    mask::mask_body(&mut response.body, &redaction.mask_body_fields);
+    let ip_address = &mut payload.actor.ip_address;
+    match redaction.ip_address {
+        IpAddressRule::Keep => {}
+        IpAddressRule::Omit => *ip_address = None,
+        IpAddressRule::Truncate => *ip_address = ip_address.as_deref().and_then(truncate_ip),
+    }
+}
+
+/// Applies the configured rules to a lifecycle payload in place (no rule is always on there).
+pub fn apply_lifecycle(payload: &mut LifecyclePayload, redaction: &Redaction) {
+    mask::mask_value(&mut payload.data, &redaction.mask_data_fields);
+}
+
+fn drop_headers(headers: &mut HeaderMap, names: &Names) {
+    if !names.is_empty() {
+        headers.retain(|name, _| !names.matches(name));
+    }
+}
+
+/// The network part of an address: `192.0.2.17` -> `192.0.2.0` (/24), `2001:db8:1:2::9` ->
+/// `2001:db8:1::` (/48). An IPv4-mapped IPv6 address is treated as the IPv4 address it carries,
+/// and a port (`192.0.2.17:443`, `[2001:db8::1]:443`) is dropped. `None` when nothing parses.
+pub fn truncate_ip(address: &str) -> Option<String> {
+    let address = address.trim();
+    let ip = address
+        .parse::<IpAddr>()
+        .or_else(|_| address.parse::<SocketAddr>().map(|socket| socket.ip()))
+        .ok()?;
+    let network = match ip {
+        IpAddr::V4(v4) => IpAddr::V4(truncate_v4(v4)),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(truncate_v4(v4)),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 48))),
+        },
+    };
+    Some(network.to_string())
+}
+
+fn truncate_v4(ip: Ipv4Addr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(ip) & !(u32::MAX >> 24))
 }
 
 /// Whether `path` names the OAuth token endpoint, however it is spelled.
@@ -68,7 +159,7 @@ pub fn is_streaming(headers: &HeaderMap) -> bool {
         .flatten()
         // A value may (wrongly) list several types separated by commas: check each.
         .flat_map(|value| value.split(','))
-        .any(|content_type| is_streaming_media_type(content_type))
+        .any(is_streaming_media_type)
 }
 
 fn is_streaming_media_type(content_type: &str) -> bool {
@@ -144,5 +235,188 @@ mod tests {
             ],
         )]);
         assert!(is_streaming(&second_value));
+    }
+
+    fn payload(
+        request_headers: &[(&str, &str)],
+        response_headers: &[(&str, &str)],
+    ) -> GatewayPayload {
+        let headers = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), vec![(*value).to_owned()]))
+                .collect::<HeaderMap>()
+        };
+        serde_json::from_value(serde_json::json!({
+            "id": "e", "trace_id": "t",
+            "actor": {"organization_id": "o", "stack_id": "s", "ip_address": "192.0.2.17"},
+            "http": {
+                "request": {"method": "POST", "path": "/api/x", "host": "h",
+                    "header": headers(request_headers), "body": r#"{"password":"p"}"#},
+                "response": {"status_code": 200, "headers": headers(response_headers),
+                    "body": r#"{"client_secret":"c"}"#},
+            },
+        }))
+        .unwrap()
+    }
+
+    fn configured(edit: impl FnOnce(&mut RedactionConfig)) -> Redaction {
+        let mut config = RedactionConfig::default();
+        edit(&mut config);
+        Redaction::new(&config)
+    }
+
+    #[test]
+    fn default_redaction_applies_only_the_always_on_rules() {
+        let mut redacted = payload(
+            &[(AUTHORIZATION, "Bearer a"), ("Cookie", "c")],
+            &[("Set-Cookie", "s")],
+        );
+        apply_gateway(&mut redacted, &Redaction::default());
+        assert_eq!(
+            redacted,
+            payload(&[("Cookie", "c")], &[("Set-Cookie", "s")])
+        );
+    }
+
+    #[test]
+    fn configured_headers_are_dropped_whatever_their_spelling_in_config() {
+        // Header maps hold canonical names (normalize merged every casing and padding already);
+        // the configured names may be written any way.
+        // (drop_request_headers, drop_response_headers, request headers kept, response headers kept)
+        type List = &'static [&'static str];
+        let cases: [(List, List, List, List); 4] = [
+            (&["Cookie"], &[], &["Accept", "X-Api-Key"], &["Set-Cookie"]),
+            (
+                &[" x-API-key ", "COOKIE"],
+                &[],
+                &["Accept"],
+                &["Set-Cookie"],
+            ),
+            (
+                &[],
+                &["set-cookie"],
+                &["Accept", "Cookie", "X-Api-Key"],
+                &[],
+            ),
+            (
+                &["set-cookie"],
+                &["cookie"],
+                &["Accept", "Cookie", "X-Api-Key"],
+                &["Set-Cookie"],
+            ),
+        ];
+        for (request_names, response_names, kept_request, kept_response) in cases {
+            let redaction = configured(|config| {
+                config.gateway.drop_request_headers = request_names
+                    .iter()
+                    .map(|name| (*name).to_owned())
+                    .collect();
+                config.gateway.drop_response_headers = response_names
+                    .iter()
+                    .map(|name| (*name).to_owned())
+                    .collect();
+            });
+            let mut redacted = payload(
+                &[("Accept", "*/*"), ("Cookie", "c"), ("X-Api-Key", "k")],
+                &[("Set-Cookie", "s")],
+            );
+            apply_gateway(&mut redacted, &redaction);
+            let names = |headers: &HeaderMap| headers.keys().cloned().collect::<Vec<_>>();
+            assert_eq!(
+                names(&redacted.http.request.header),
+                kept_request,
+                "{request_names:?}"
+            );
+            assert_eq!(
+                names(&redacted.http.response.headers),
+                kept_response,
+                "{response_names:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn configured_body_fields_are_masked_in_both_bodies() {
+        let redaction = configured(|config| {
+            config.gateway.mask_body_fields = vec!["PASSWORD".into(), "client_secret".into()];
+        });
+        let mut redacted = payload(&[], &[]);
+        apply_gateway(&mut redacted, &redaction);
+        assert_eq!(redacted.http.request.body, r#"{"password":"********"}"#);
+        assert_eq!(
+            redacted.http.response.body,
+            r#"{"client_secret":"********"}"#
+        );
+    }
+
+    #[test]
+    fn ip_address_rules() {
+        let cases = [
+            (IpAddressRule::Keep, Some("192.0.2.17"), Some("192.0.2.17")),
+            (IpAddressRule::Keep, None, None),
+            (IpAddressRule::Omit, Some("192.0.2.17"), None),
+            (
+                IpAddressRule::Truncate,
+                Some("192.0.2.17"),
+                Some("192.0.2.0"),
+            ),
+            (IpAddressRule::Truncate, Some("not an address"), None),
+            (IpAddressRule::Truncate, None, None),
+        ];
+        for (rule, ip_address, expected) in cases {
+            let redaction = configured(|config| config.gateway.ip_address = rule);
+            let mut redacted = payload(&[], &[]);
+            redacted.actor.ip_address = ip_address.map(str::to_owned);
+            apply_gateway(&mut redacted, &redaction);
+            assert_eq!(
+                redacted.actor.ip_address.as_deref(),
+                expected,
+                "{rule:?} {ip_address:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_addresses() {
+        let cases = [
+            ("192.0.2.17", Some("192.0.2.0")),
+            (" 10.1.2.255 ", Some("10.1.2.0")),
+            ("192.0.2.17:443", Some("192.0.2.0")),
+            ("2001:db8:1:2:3:4:5:6", Some("2001:db8:1::")),
+            ("2001:DB8:abcd:ffff::1", Some("2001:db8:abcd::")),
+            ("[2001:db8:1:2::1]:443", Some("2001:db8:1::")),
+            ("::ffff:192.0.2.17", Some("192.0.2.0")),
+            ("::1", Some("::")),
+            ("", None),
+            ("192.0.2", None),
+            ("192.0.2.17, 10.0.0.1", None),
+            ("fe80::1%eth0", None),
+            ("example.com", None),
+        ];
+        for (address, expected) in cases {
+            assert_eq!(truncate_ip(address).as_deref(), expected, "{address:?}");
+        }
+    }
+
+    #[test]
+    fn lifecycle_data_fields_are_masked() {
+        let redaction = configured(|config| {
+            config.membership.mask_data_fields = vec!["email".into()];
+        });
+        let mut lifecycle: LifecyclePayload = serde_json::from_value(serde_json::json!({
+            "ownerId": "u", "organizationId": "o", "subject": "u",
+            "data": {"id": "i1", "invitee": {"EMAIL": "a@b.c"}},
+        }))
+        .unwrap();
+        apply_lifecycle(&mut lifecycle, &redaction);
+        assert_eq!(
+            lifecycle.data,
+            serde_json::json!({"id": "i1", "invitee": {"EMAIL": "********"}})
+        );
+        // The body rule is for gateway events only, and the reverse.
+        let mut untouched = payload(&[], &[]);
+        apply_gateway(&mut untouched, &redaction);
+        assert_eq!(untouched.http.request.body, r#"{"password":"p"}"#);
     }
 }

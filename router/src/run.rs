@@ -15,7 +15,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::Message;
 
-use crate::normalize::{route, RejectReason, Rejection, Routed, Stream};
+use crate::normalize::{limit_avro_allocations, route, RejectReason, Rejection, Routed, Stream};
+use crate::redact::Redaction;
 use crate::{RouterConfig, RouterError};
 
 /// Where a record came from, so that its offset can be finished once its output is durable.
@@ -53,6 +54,15 @@ pub async fn run(
         .subscribe(&[RAW_LIFECYCLE, RAW_GATEWAY])
         .map_err(RouterError::Subscribe)?;
     tracing::info!(group = %config.group, brokers = %kafka.brokers, "router started");
+    let redaction = Redaction::new(&config.redaction);
+    let avro_limit = limit_avro_allocations(config.max_message_bytes);
+    if avro_limit != config.max_message_bytes {
+        tracing::warn!(
+            avro_limit,
+            max_message_bytes = config.max_message_bytes,
+            "Avro allocation bound was set earlier in this process and differs from router.max_message_bytes"
+        );
+    }
 
     let mut in_flight = FuturesUnordered::new();
     let mut commit_tick = tokio::time::interval(config.commit_interval);
@@ -66,7 +76,7 @@ pub async fn run(
             Some(source) = in_flight.next(), if !in_flight.is_empty() => finish(&consumer, source),
             message = consumer.recv(), if in_flight.len() < config.max_in_flight => {
                 let message = message.map_err(RouterError::Consume)?;
-                let (source, output) = process(&message, config);
+                let (source, output) = process(&message, config, &redaction);
                 if output.topic == topics::ROUTER_DLQ { rejected += 1 } else { routed += 1 }
                 consumer.context().tracker().begin(&source.topic, source.partition, source.offset);
                 in_flight.push(produce(producer.clone(), output, source));
@@ -109,7 +119,11 @@ fn commit(consumer: &TrackingConsumer, mode: CommitMode) {
 }
 
 /// Routes one record: the envelope to its v2 topic, or the original bytes to the dead-letter topic.
-fn process(message: &BorrowedMessage<'_>, config: &RouterConfig) -> (Source, Output) {
+fn process(
+    message: &BorrowedMessage<'_>,
+    config: &RouterConfig,
+    redaction: &Redaction,
+) -> (Source, Output) {
     let stream = Stream::of_topic(message.topic());
     let source = Source {
         topic: message.topic().to_owned(),
@@ -131,7 +145,12 @@ fn process(message: &BorrowedMessage<'_>, config: &RouterConfig) -> (Source, Out
                 config.max_message_bytes
             ),
         }),
-        Some(stream) => route(stream, payload, header_text(message, headers::EVENT_ID)),
+        Some(stream) => route(
+            stream,
+            payload,
+            header_text(message, headers::EVENT_ID),
+            redaction,
+        ),
     };
     let output = match result {
         Ok(routed) => envelope_output(routed, message.key()),
