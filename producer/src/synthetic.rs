@@ -74,6 +74,11 @@ impl Generator {
         }
     }
 
+    /// The organisations this generator's events belong to (a destination filter can pick them).
+    pub fn organizations(&self) -> &[String] {
+        &self.organizations
+    }
+
     /// A gateway event of a random kind.
     pub fn gateway(&mut self) -> RawGatewayEvent {
         let kind = match self.rng.random_range(0..100) {

@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
 
 use crate::tls::SelfSignedCa;
@@ -31,6 +33,13 @@ pub struct ReceiverOptions {
     pub print: bool,
     /// Append the event id of every accepted request to this file, one per line.
     pub ids_out: Option<PathBuf>,
+    /// Only count envelopes (no ids, no bodies): the cheapest possible destination, for benchmarks.
+    pub count_only: bool,
+    /// Answer every request as Elasticsearch's `_bulk` API would, with one `201` item per action
+    /// line, so that a sink in `elasticsearch_bulk` format can be measured against it.
+    pub bulk_responses: bool,
+    /// Record, per envelope, the time from its `date` to its arrival (for latency benchmarks).
+    pub record_latency: bool,
     /// Answer 401 to requests whose `Authorization` header is not exactly this, as a SIEM
     /// checking its token would.
     pub expect_authorization: Option<String>,
@@ -38,6 +47,7 @@ pub struct ReceiverOptions {
 
 #[derive(Default)]
 struct Recorded {
+    latencies_ms: Vec<i64>,
     counts: HashMap<String, u32>,
     bodies: Vec<Bytes>,
     without_id: u64,
@@ -48,6 +58,8 @@ struct Shared {
     ids_out: Option<Mutex<std::fs::File>>,
     recorded: Mutex<Recorded>,
     requests: AtomicU64,
+    /// Envelopes accepted (all modes).
+    envelopes: AtomicU64,
     /// Status to answer instead of 200; 0 means succeed.
     fail_with: AtomicU16,
     /// Event ids refused with a status, as a SIEM refusing some events would.
@@ -109,6 +121,7 @@ impl Receiver {
             options,
             recorded: Mutex::new(Recorded::default()),
             requests: AtomicU64::new(0),
+            envelopes: AtomicU64::new(0),
             fail_with: AtomicU16::new(0),
             reject: Mutex::new(None),
         });
@@ -118,12 +131,17 @@ impl Receiver {
             .with_state(Arc::clone(&shared));
         let handle = Handle::new();
         let server_handle = handle.clone();
+        // TCP_NODELAY: without it, Nagle's algorithm and the client's delayed ACK hold each small
+        // response back for tens of milliseconds, which caps any sink measured against this.
         match tls {
             Some(tls) => {
                 let config =
                     RustlsConfig::from_pem(tls.cert_pem.into_bytes(), tls.key_pem.into_bytes())
                         .await?;
-                let server = axum_server::from_tcp_rustls(listener, config).handle(server_handle);
+                let acceptor = RustlsAcceptor::new(config).acceptor(NoDelayAcceptor::new());
+                let server = axum_server::from_tcp(listener)
+                    .acceptor(acceptor)
+                    .handle(server_handle);
                 tokio::spawn(async move {
                     if let Err(err) = server.serve(app.into_make_service()).await {
                         tracing::error!(error = %err, "receiver stopped");
@@ -131,7 +149,9 @@ impl Receiver {
                 });
             }
             None => {
-                let server = axum_server::from_tcp(listener).handle(server_handle);
+                let server = axum_server::from_tcp(listener)
+                    .acceptor(NoDelayAcceptor::new())
+                    .handle(server_handle);
                 tokio::spawn(async move {
                     if let Err(err) = server.serve(app.into_make_service()).await {
                         tracing::error!(error = %err, "receiver stopped");
@@ -189,6 +209,16 @@ impl Receiver {
         }
     }
 
+    /// Envelopes accepted so far, duplicates included.
+    pub fn envelopes(&self) -> u64 {
+        self.shared.envelopes.load(Ordering::SeqCst)
+    }
+
+    /// Milliseconds from each accepted envelope's `date` to its arrival (with `record_latency`).
+    pub fn latencies_ms(&self) -> Vec<i64> {
+        self.shared.recorded().latencies_ms.clone()
+    }
+
     /// Every distinct event id accepted so far.
     pub fn ids(&self) -> HashSet<String> {
         self.shared.recorded().counts.keys().cloned().collect()
@@ -231,8 +261,41 @@ impl Drop for Receiver {
     }
 }
 
-async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
+    if shared.options.bulk_responses {
+        return bulk_answer(&shared, &body);
+    }
+    accept(&shared, &headers, &body).into_response()
+}
+
+/// An Elasticsearch `_bulk`-style answer: every `create` action line gets a `201` item.
+fn bulk_answer(shared: &Shared, body: &Bytes) -> Response {
+    let actions = body
+        .split(|&b| b == b'\n')
+        .filter(|line| line.starts_with(b"{\"create\""))
+        .count();
+    shared
+        .envelopes
+        .fetch_add(actions as u64, Ordering::Relaxed);
+    let mut answer = String::with_capacity(32 + actions * 24);
+    answer.push_str("{\"errors\":false,\"items\":[");
+    for i in 0..actions {
+        if i > 0 {
+            answer.push(',');
+        }
+        answer.push_str("{\"create\":{\"status\":201}}");
+    }
+    answer.push_str("]}");
+    ([(CONTENT_TYPE, "application/json")], answer).into_response()
+}
+
+fn accept(shared: &Shared, headers: &HeaderMap, body: &Bytes) -> StatusCode {
+    if shared.options.count_only {
+        let envelopes = split_envelopes(body).len() as u64;
+        shared.envelopes.fetch_add(envelopes, Ordering::Relaxed);
+        return StatusCode::OK;
+    }
     if let Some(expected) = &shared.options.expect_authorization {
         if headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
             return StatusCode::UNAUTHORIZED;
@@ -242,7 +305,7 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     if fail_with != 0 {
         return StatusCode::from_u16(fail_with).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     }
-    let envelopes = split_envelopes(&body);
+    let envelopes = split_envelopes(body);
     // One event per POST names its id in a header; batched envelopes carry `payload.id` (gateway
     // events) and are counted without an id otherwise.
     let ids: Vec<Option<String>> = match headers.get(EVENT_ID_HEADER).and_then(|v| v.to_str().ok())
@@ -273,7 +336,19 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
             println!("{}", String::from_utf8_lossy(envelope));
         }
     }
+    shared
+        .envelopes
+        .fetch_add(envelopes.len() as u64, Ordering::Relaxed);
     let mut recorded = shared.recorded();
+    if shared.options.record_latency {
+        let now = now_ms();
+        recorded.latencies_ms.extend(
+            envelopes
+                .iter()
+                .filter_map(|e| envelope_date_ms(e))
+                .map(|date| now - date),
+        );
+    }
     for id in ids {
         match id {
             Some(id) => *recorded.counts.entry(id).or_default() += 1,
@@ -286,6 +361,20 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
             .extend(envelopes.into_iter().map(|e| body.slice_ref(e)));
     }
     StatusCode::OK
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The envelope's `date` in epoch milliseconds; it is the first field the router writes.
+fn envelope_date_ms(envelope: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(envelope.get(9..33)?).ok()?;
+    let date =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(date.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// The envelopes of a body: one JSON object, a JSON array of them, or NDJSON.
@@ -315,6 +404,13 @@ fn payload_id(envelope: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn envelope_dates_are_read_from_the_fixed_position() {
+        let envelope = br#"{"date":"2026-04-30T09:23:41.123Z","app":"gateway"}"#;
+        assert_eq!(envelope_date_ms(envelope), Some(1_777_541_021_123));
+        assert_eq!(envelope_date_ms(b"{}"), None);
+    }
 
     #[test]
     fn bodies_split_into_envelopes() {

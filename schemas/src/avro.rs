@@ -6,7 +6,8 @@
 
 use std::sync::LazyLock;
 
-use apache_avro::{GenericSingleObjectReader, GenericSingleObjectWriter, Schema};
+use apache_avro::headers::{HeaderBuilder, RabinFingerprintHeader};
+use apache_avro::{GenericSingleObjectReader, Schema};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::raw::{RawGatewayEvent, RawLifecycleEvent};
@@ -20,21 +21,26 @@ pub const RAW_LIFECYCLE_SCHEMA: &str = include_str!("../avro/raw_lifecycle.avsc"
 /// First two bytes of every single-object encoded message.
 pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
 
-/// One raw schema with its reader, parsed once.
+/// One raw schema with its reader and its single-object header, computed once: the header holds
+/// the schema's fingerprint, whose computation (canonical form, CRC-64) costs more than encoding
+/// an event, so it must not be redone per event.
 struct Codec {
     name: &'static str,
     schema: Schema,
     reader: GenericSingleObjectReader,
+    header: Vec<u8>,
 }
 
 impl Codec {
     fn new(name: &'static str, text: &str) -> Codec {
         let schema = Schema::parse_str(text).expect("the bundled .avsc files are valid");
         let reader = GenericSingleObjectReader::new(schema.clone()).expect("valid schema");
+        let header = RabinFingerprintHeader::from_schema(&schema).build_header();
         Codec {
             name,
             schema,
             reader,
+            header,
         }
     }
 
@@ -49,13 +55,11 @@ impl Codec {
         let value = apache_avro::to_value(event)
             .and_then(|value| value.resolve(&self.schema))
             .map_err(|err| self.error(err))?;
-        // The writer holds a scratch buffer; one per call keeps the codec shareable across threads.
-        let mut writer = GenericSingleObjectWriter::new_with_capacity(&self.schema, 1024)
-            .map_err(|err| self.error(err))?;
-        let mut out = Vec::with_capacity(1024);
-        writer
-            .write_value(value, &mut out)
-            .map_err(|err| self.error(err))?;
+        let datum =
+            apache_avro::to_avro_datum(&self.schema, value).map_err(|err| self.error(err))?;
+        let mut out = Vec::with_capacity(self.header.len() + datum.len());
+        out.extend_from_slice(&self.header);
+        out.extend_from_slice(&datum);
         Ok(out)
     }
 

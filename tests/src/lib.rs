@@ -32,11 +32,22 @@ pub struct Broker {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    in_memory: bool,
 }
 
 impl Broker {
     /// Starts a broker on a free port. Panics with instructions when `nisshi` is not installed.
     pub fn start() -> Broker {
+        Broker::start_with(false)
+    }
+
+    /// Starts a broker that keeps everything in memory: fast, so that benchmarks measure the
+    /// pipeline rather than the broker's storage.
+    pub fn start_in_memory() -> Broker {
+        Broker::start_with(true)
+    }
+
+    fn start_with(in_memory: bool) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("auditstream-broker-")
             .tempdir()
@@ -45,6 +56,7 @@ impl Broker {
             port: free_port(),
             dir,
             child: None,
+            in_memory,
         };
         broker.spawn();
         broker
@@ -66,12 +78,13 @@ impl Broker {
                 &url,
             ])
             .arg("--storage-engine")
-            // nisshi reads `sqlite://PATH` relative to its working directory; an absolute path
-            // needs the extra slash (`sqlite:////tmp/...`).
-            .arg(format!(
-                "sqlite:///{}",
-                self.dir.path().join("nisshi.db").display()
-            ))
+            .arg(if self.in_memory {
+                "memory://nisshi/".to_owned()
+            } else {
+                // nisshi reads `sqlite://PATH` relative to its working directory; an absolute
+                // path needs the extra slash (`sqlite:////tmp/...`).
+                format!("sqlite:///{}", self.dir.path().join("nisshi.db").display())
+            })
             .args(["--group-initial-rebalance-delay", "0s"])
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -118,14 +131,20 @@ impl Drop for Broker {
 /// Path of the `auditstream` binary built next to this test executable.
 pub fn auditstream_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/auditstream
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let bin = profile_dir.join(format!("auditstream{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} is missing: build it first with `cargo build -p auditstream-cli` (scripts/test.sh does)", bin.display());
-    bin
+    let name = format!("auditstream{}", std::env::consts::EXE_SUFFIX);
+    // Tests run from target/<profile>/deps/, other tools (the benchmark) from target/<profile>/.
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(&name))
+        .collect();
+    candidates.iter().find(|bin| bin.exists()).cloned().unwrap_or_else(|| {
+        panic!(
+            "{} is missing: build it first with `cargo build -p auditstream-cli` (scripts/test.sh does)",
+            candidates[0].display()
+        )
+    })
 }
 
 /// A running `auditstream` subcommand whose output goes to a log file; killed on drop.
@@ -169,6 +188,11 @@ impl Process {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Operating-system process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.

@@ -35,7 +35,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         keep_bodies: false,
         print: !args.quiet,
         ids_out: args.ids_out,
-        expect_authorization: None,
+        ..ReceiverOptions::default()
     })
     .await
     .with_context(|| format!("cannot listen on {}", args.listen))?;

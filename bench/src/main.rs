@@ -1,0 +1,480 @@
+//! `auditstream-bench`: measures the pipeline on this machine, in one run, next to the broker's own
+//! consume rate, and prints a table (plus JSON for comparing runs).
+//!
+//! Steps, each against the same in-memory broker (so that the broker's storage is not what is
+//! measured):
+//! 1. publish N realistic ~1 KB gateway events to `audit.raw.gateway`;
+//! 2. reference: a plain librdkafka consumer reads them (events/s);
+//! 3. router: `auditstream router` turns them into envelopes (events/s, CPU µs per event, peak RSS);
+//! 4. reference: a plain consumer reads the N envelopes;
+//! 5. each sink mode drains the N queued envelopes into a local receiver: one event per POST,
+//!    JSON array, NDJSON and Elasticsearch bulk (batches of 500); the drain is the backlog case,
+//!    so peak RSS here is the memory under a backlog of N events;
+//! 6. latency from produce to receipt at 1,000 and 10,000 events/s (one event per POST);
+//! 7. two workers of one destination versus one.
+//!
+//! CPU time and peak RSS are read from `/proc/<pid>` of the measured process only. Rates are
+//! quoted as ratios to the reference measured in the same run, because absolute figures move with
+//! the machine's load.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use auditstream_kafka::{topics, KafkaConfig};
+use auditstream_producer::synthetic::Generator;
+use auditstream_producer::Publisher;
+use auditstream_receiver::{Receiver, ReceiverOptions};
+use auditstream_tests::{run_command, Broker, Process};
+use clap::Parser;
+use futures::stream::{self, StreamExt};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message;
+use serde_json::{json, Value};
+
+/// Publishing rates of the latency measurements (also the seeds of their generators).
+const LATENCY_RATES: [u64; 2] = [1_000, 10_000];
+
+#[derive(Parser)]
+#[command(about = "Benchmarks the auditstream pipeline against the broker's own consume rate")]
+struct Args {
+    /// Events for the router and the batched sink modes.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Events for the one-event-per-POST mode (slower by nature).
+    #[arg(long, default_value_t = 200_000)]
+    single_events: usize,
+    /// Seconds of load per latency measurement.
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u64,
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "bench/results.json")]
+    out: PathBuf,
+}
+
+/// One measured row of the table.
+struct Row {
+    name: String,
+    events: usize,
+    seconds: f64,
+    cpu_seconds: Option<f64>,
+    peak_rss_mib: Option<f64>,
+    reference_rate: f64,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.seconds
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "events": self.events,
+            "seconds": self.seconds,
+            "events_per_second": self.rate(),
+            "cpu_us_per_event": self.cpu_seconds.map(|cpu| cpu * 1e6 / self.events as f64),
+            "peak_rss_mib": self.peak_rss_mib,
+            "ratio_to_reference": self.rate() / self.reference_rate,
+        })
+    }
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Peak resident memory of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Publishes `count` gateway events at up to `rate` per second (0: as fast as possible).
+async fn publish(publisher: &Publisher, seed: u64, count: usize, rate: u64) {
+    let mut generator = Generator::new(seed);
+    let started = tokio::time::Instant::now();
+    stream::iter(0..count)
+        .map(|i| {
+            let mut event = generator.gateway();
+            async move {
+                if rate > 0 {
+                    tokio::time::sleep_until(
+                        started + Duration::from_secs_f64(i as f64 / rate as f64),
+                    )
+                    .await;
+                    // Events are made ahead of their slot: date them when they are really sent,
+                    // so that latency counts the pipeline, not this queue.
+                    event.timestamp = now_ms();
+                }
+                publisher.publish_gateway(event).await.expect("publish");
+            }
+        })
+        .buffer_unordered(20_000)
+        .collect::<()>()
+        .await;
+}
+
+/// Reads `count` records of `topic` with a plain consumer: the reference rate.
+fn reference_consume(kafka: &KafkaConfig, topic: &str, count: usize) -> Row {
+    let consumer: BaseConsumer = kafka
+        .consumer(&format!("bench.reference.{topic}"))
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut seen = 0;
+    let mut started = None;
+    let cpu_before = cpu_seconds(std::process::id());
+    while seen < count {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("consume");
+            std::hint::black_box(message.payload());
+            started.get_or_insert_with(Instant::now);
+            seen += 1;
+        }
+    }
+    let seconds = started.expect("records were read").elapsed().as_secs_f64();
+    let cpu = cpu_seconds(std::process::id())
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
+    Row {
+        name: format!("reference: plain consumer of {topic}"),
+        events: count,
+        seconds,
+        cpu_seconds: cpu,
+        peak_rss_mib: None,
+        reference_rate: count as f64 / seconds,
+    }
+}
+
+/// Sum of high watermarks of a topic.
+fn high_watermark(kafka: &KafkaConfig, topic: &str, partitions: i32) -> i64 {
+    let consumer: BaseConsumer = kafka.reader().create().expect("consumer");
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(5))
+                .map_or(0, |(_, high)| high)
+        })
+        .sum()
+}
+
+/// Runs a process until `progress()` reaches `target`; times from the first progress to the end.
+async fn measure(
+    process: &Process,
+    target: usize,
+    progress: impl Fn() -> usize,
+) -> (f64, Option<f64>, Option<f64>) {
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let (mut started, mut at_start) = (None, 0);
+    loop {
+        let done = progress();
+        if done > 0 && started.is_none() {
+            started = Some(Instant::now());
+            at_start = done;
+        }
+        if done >= target {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no completion after 30 minutes ({done}/{target})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    // Scale to the whole count: the events done before the first observation took no measured time.
+    let seconds = seconds * target as f64 / (target - at_start).max(1) as f64;
+    (
+        seconds,
+        cpu_seconds(process.pid()),
+        peak_rss_mib(process.pid()),
+    )
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return -1;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn destination(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "[[destinations]]\nname = \"{name}\"\nurl = \"{url}\"\nstreams = [\"module\"]\n{extra}\n"
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let broker = Broker::start_in_memory();
+    let work = tempfile::tempdir().expect("temp dir");
+    let logs = work.path();
+    let kafka = KafkaConfig::with_brokers(broker.brokers());
+    const PARTITIONS: i32 = 4;
+
+    let batched =
+        "batch = { max_events = 500, max_bytes = 1048576, linger = \"5ms\" }\nconcurrency = 4";
+    let modes = [
+        (
+            "single",
+            "json",
+            "concurrency = 64",
+            args.single_events,
+            false,
+        ),
+        ("json_array", "json_array", batched, args.events, false),
+        ("ndjson", "ndjson", batched, args.events, false),
+        ("es_bulk", "elasticsearch_bulk", batched, args.events, true),
+    ];
+    let mut receivers = HashMap::new();
+    let mut destinations = String::new();
+    for (name, format, extra, _, bulk) in &modes {
+        let receiver = Receiver::start(ReceiverOptions {
+            count_only: true,
+            bulk_responses: *bulk,
+            ..ReceiverOptions::default()
+        })
+        .await
+        .expect("receiver");
+        destinations += &destination(
+            name,
+            &receiver.url(),
+            &format!("format = \"{format}\"\n{extra}"),
+        );
+        receivers.insert(*name, receiver);
+    }
+    let latency_receiver = Receiver::start(ReceiverOptions {
+        record_latency: true,
+        ..ReceiverOptions::default()
+    })
+    .await
+    .expect("receiver");
+    // The latency destination only takes the events published for the latency runs (their
+    // generators' organisations), so it need not drain the backlog the other steps leave behind.
+    let latency_organizations: Vec<String> = LATENCY_RATES
+        .iter()
+        .flat_map(|&rate| Generator::new(rate).organizations().to_vec())
+        .collect();
+    destinations += &destination(
+        "latency",
+        &latency_receiver.url(),
+        &format!("concurrency = 64\nfilter = {{ organizations = {latency_organizations:?} }}"),
+    );
+    let scale_receiver = Receiver::start(ReceiverOptions {
+        count_only: true,
+        ..ReceiverOptions::default()
+    })
+    .await
+    .expect("receiver");
+    destinations += &destination(
+        "scale",
+        &scale_receiver.url(),
+        &format!("format = \"ndjson\"\n{batched}"),
+    );
+
+    let config = write_config(logs, &broker, PARTITIONS, &destinations);
+    run_command(&["--config", &config, "topics", "create"]);
+    let publisher = Publisher::new(&kafka).expect("publisher");
+    let mut rows = Vec::new();
+
+    eprintln!("publishing {} gateway events...", args.events);
+    let started = Instant::now();
+    publish(&publisher, 1, args.events, 0).await;
+    eprintln!("published in {:.1}s", started.elapsed().as_secs_f64());
+
+    let raw_reference = reference_consume(&kafka, topics::RAW_GATEWAY, args.events);
+    let raw_rate = raw_reference.rate();
+    rows.push(raw_reference);
+
+    eprintln!("router...");
+    let router = Process::start("router", logs, &["--config", &config, "router"], &[]);
+    let (seconds, cpu, rss) = measure(&router, args.events, || {
+        high_watermark(&kafka, topics::MODULE, PARTITIONS) as usize
+    })
+    .await;
+    rows.push(Row {
+        name: "router (raw -> envelope)".into(),
+        events: args.events,
+        seconds,
+        cpu_seconds: cpu,
+        peak_rss_mib: rss,
+        reference_rate: raw_rate,
+    });
+
+    let envelope_reference = reference_consume(&kafka, topics::MODULE, args.events);
+    let envelope_rate = envelope_reference.rate();
+    rows.push(envelope_reference);
+
+    for (name, _, _, count, _) in &modes {
+        eprintln!("sink {name}...");
+        let receiver = &receivers[name];
+        let sink = Process::start(
+            &format!("sink-{name}"),
+            logs,
+            &["--config", &config, "sink", "--destination", name],
+            &[],
+        );
+        let (seconds, cpu, rss) = measure(&sink, *count, || receiver.envelopes() as usize).await;
+        rows.push(Row {
+            name: format!("sink {name} (drain of a {count}-event backlog)"),
+            events: *count,
+            seconds,
+            cpu_seconds: cpu,
+            peak_rss_mib: rss,
+            reference_rate: envelope_rate,
+        });
+        sink.terminate();
+    }
+
+    eprintln!("scaling: two ndjson workers...");
+    let workers = [
+        Process::start(
+            "scale-1",
+            logs,
+            &["--config", &config, "sink", "--destination", "scale"],
+            &[],
+        ),
+        Process::start(
+            "scale-2",
+            logs,
+            &["--config", &config, "sink", "--destination", "scale"],
+            &[],
+        ),
+    ];
+    let (seconds, cpu, _) = measure(&workers[0], args.events, || {
+        scale_receiver.envelopes() as usize
+    })
+    .await;
+    let cpu = cpu.zip(cpu_seconds(workers[1].pid())).map(|(a, b)| a + b);
+    rows.push(Row {
+        name: "sink ndjson, two workers".into(),
+        events: args.events,
+        seconds,
+        cpu_seconds: cpu,
+        peak_rss_mib: None,
+        reference_rate: envelope_rate,
+    });
+    for worker in workers {
+        worker.terminate();
+    }
+
+    let mut latencies = Vec::new();
+    let mut latencies_seen = 0;
+    for rate in LATENCY_RATES {
+        eprintln!("latency at {rate}/s...");
+        let sink = Process::start(
+            &format!("latency-{rate}"),
+            logs,
+            &["--config", &config, "sink", "--destination", "latency"],
+            &[],
+        );
+        // Warm up: once these arrive, the sink has joined its group and skipped the backlog
+        // (filtered out), so what follows measures live traffic only.
+        let warm_up = 200;
+        publish(&publisher, rate, warm_up, 200).await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while latency_receiver.latencies_ms().len() < latencies_seen + warm_up
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let skip = latency_receiver.latencies_ms().len();
+        let count = (rate * args.latency_seconds) as usize;
+        publish(&publisher, rate, count, rate).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while latency_receiver.latencies_ms().len() < skip + count && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut measured: Vec<i64> = latency_receiver.latencies_ms()[skip..].to_vec();
+        latencies_seen = skip + measured.len();
+        measured.sort_unstable();
+        latencies.push(json!({
+            "rate": rate, "events": measured.len(),
+            "p50_ms": percentile(&measured, 0.50), "p99_ms": percentile(&measured, 0.99), "p999_ms": percentile(&measured, 0.999),
+        }));
+        sink.terminate();
+    }
+    drop(router);
+
+    print_table(&rows, &latencies);
+    let results = json!({
+        "events": args.events,
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "rows": rows.iter().map(Row::json).collect::<Vec<_>>(),
+        "latency": latencies,
+    });
+    std::fs::write(
+        &args.out,
+        serde_json::to_string_pretty(&results).expect("json"),
+    )
+    .expect("write results");
+    eprintln!("results written to {}", args.out.display());
+}
+
+fn write_config(dir: &Path, broker: &Broker, partitions: i32, destinations: &str) -> String {
+    let path = dir.join("bench.toml");
+    let text = format!(
+        "[kafka]\nbrokers = \"{}\"\n[topics]\npartitions = {partitions}\n{destinations}",
+        broker.brokers()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
+fn print_table(rows: &[Row], latencies: &[Value]) {
+    println!("| stage | events | events/s | ratio to reference | CPU µs/event | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for row in rows {
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {} | {} |",
+            row.name,
+            row.events,
+            row.rate(),
+            row.rate() / row.reference_rate,
+            row.cpu_seconds.map_or("-".into(), |cpu| format!(
+                "{:.1}",
+                cpu * 1e6 / row.events as f64
+            )),
+            row.peak_rss_mib
+                .map_or("-".into(), |rss| format!("{rss:.0}")),
+        );
+    }
+    println!();
+    println!("| rate (events/s, one event per POST) | events | p50 ms | p99 ms | p99.9 ms |");
+    println!("|---:|---:|---:|---:|---:|");
+    for latency in latencies {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            latency["rate"],
+            latency["events"],
+            latency["p50_ms"],
+            latency["p99_ms"],
+            latency["p999_ms"]
+        );
+    }
+}

@@ -1,0 +1,77 @@
+//! Cost of the router's pure work on one realistic ~1 KB gateway event: Avro decode, validation,
+//! normalization, the always-on redaction rules and envelope serialization (`normalize::route`).
+//! Kafka is not involved. Run with `cargo bench -p auditstream-router --bench route`.
+//!
+//! Besides criterion's timings it prints the heap allocations per event, counted by a wrapping
+//! global allocator.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use auditstream_producer::synthetic::{GatewayKind, Generator};
+use auditstream_router::normalize::{route, Stream};
+use auditstream_router::redact::Redaction;
+use auditstream_schemas::avro;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+/// Counts allocations so that the benchmark can report them per event.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator, with the caller's layout.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` with this layout, in `alloc` above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn events() -> Vec<Vec<u8>> {
+    let mut generator = Generator::new(42);
+    (0..256)
+        .map(|_| {
+            avro::encode_gateway(&generator.gateway_of(GatewayKind::Ordinary)).expect("encode")
+        })
+        .collect()
+}
+
+fn bench_route(c: &mut Criterion) {
+    let events = events();
+    let mean_size = events.iter().map(Vec::len).sum::<usize>() / events.len();
+    let redaction = Redaction::default();
+
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for event in &events {
+        std::hint::black_box(route(Stream::Gateway, event, None, &redaction).expect("valid"));
+    }
+    let per_event = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / events.len() as f64;
+    eprintln!("raw event size {mean_size} bytes; {per_event:.1} heap allocations per routed event");
+
+    let mut group = c.benchmark_group("router");
+    group.throughput(Throughput::Elements(1));
+    let mut next = events.iter().cycle();
+    group.bench_function("route_gateway_avro_1kb", |b| {
+        b.iter(|| {
+            route(
+                Stream::Gateway,
+                next.next().expect("cycle"),
+                None,
+                &redaction,
+            )
+            .expect("valid")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_route);
+criterion_main!(benches);
