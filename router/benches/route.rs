@@ -9,10 +9,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use auditstream_producer::synthetic::{GatewayKind, Generator};
-use auditstream_router::normalize::{route, Stream};
+use auditstream_router::normalize::{gateway, route, Stream};
 use auditstream_router::redact::Redaction;
 use auditstream_schemas::avro;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 /// Counts allocations so that the benchmark can report them per event.
 struct Counting;
@@ -69,6 +69,23 @@ fn bench_route(c: &mut Criterion) {
             )
             .expect("valid")
         })
+    });
+    // The stages apart, to see where the time goes: decoding alone, and normalizing, redacting
+    // and serializing an already decoded event.
+    group.bench_function("decode_only", |b| {
+        b.iter(|| avro::decode_gateway(next.next().expect("cycle")).expect("valid"))
+    });
+    let decoded: Vec<_> = events
+        .iter()
+        .map(|e| avro::decode_gateway(e).expect("valid"))
+        .collect();
+    let mut next_decoded = decoded.iter().cycle();
+    group.bench_function("normalize_redact_serialize_only", |b| {
+        b.iter_batched(
+            || next_decoded.next().expect("cycle").clone(),
+            |raw| gateway(raw, &redaction).expect("valid"),
+            BatchSize::SmallInput,
+        )
     });
     group.finish();
 }

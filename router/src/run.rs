@@ -1,23 +1,72 @@
 //! The router's Kafka loop: read raw records, route them, produce, commit behind acknowledgements.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
 use auditstream_kafka::topics::{self, RAW_GATEWAY, RAW_LIFECYCLE};
-use auditstream_kafka::{KafkaConfig, KafkaError, TrackingConsumer};
-use auditstream_schemas::headers;
+use auditstream_kafka::{produce_until_acked, KafkaConfig, TrackingConsumer};
+use auditstream_schemas::envelope::App;
+use auditstream_schemas::{catalogue, headers};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
+use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
 
 use crate::normalize::{limit_avro_allocations, route, RejectReason, Rejection, Routed, Stream};
 use crate::redact::Redaction;
 use crate::{RouterConfig, RouterError};
+
+/// How often the router logs its counters.
+const STATS_INTERVAL: Duration = Duration::from_secs(60);
+/// Distinct unknown lifecycle types counted by name; more are counted together, so that a flood
+/// of odd types cannot grow the map without bound.
+const MAX_UNKNOWN_TYPES: usize = 100;
+
+/// What the router did since it started, logged every [`STATS_INTERVAL`].
+#[derive(Default)]
+struct Stats {
+    routed: u64,
+    dead_lettered: u64,
+    /// Lifecycle types outside the catalogue: forwarded (forward compatibility) and counted.
+    unknown_types: HashMap<String, u64>,
+    unknown_types_overflow: u64,
+}
+
+impl Stats {
+    fn count(&mut self, output: &Output, unknown_type: Option<String>) {
+        if output.topic == topics::ROUTER_DLQ {
+            self.dead_lettered += 1;
+        } else {
+            self.routed += 1;
+        }
+        let Some(event_type) = unknown_type else {
+            return;
+        };
+        if let Some(count) = self.unknown_types.get_mut(&event_type) {
+            *count += 1;
+        } else if self.unknown_types.len() < MAX_UNKNOWN_TYPES {
+            tracing::warn!(event_type = %event_type, "lifecycle type not in the catalogue; forwarded, and counted from now on");
+            self.unknown_types.insert(event_type, 1);
+        } else {
+            self.unknown_types_overflow += 1;
+        }
+    }
+
+    fn log(&self) {
+        let unknown: u64 = self.unknown_types.values().sum::<u64>() + self.unknown_types_overflow;
+        tracing::info!(
+            routed = self.routed,
+            dead_lettered = self.dead_lettered,
+            unknown_lifecycle_types = unknown,
+            unknown_type_names = ?self.unknown_types.keys().collect::<Vec<_>>(),
+            "router counters since start"
+        );
+    }
+}
 
 /// Where a record came from, so that its offset can be finished once its output is durable.
 struct Source {
@@ -41,15 +90,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RouterError> {
     let consumer = kafka.tracking_consumer(&config.group)?;
-    let producer: FutureProducer =
-        kafka
-            .producer()
-            .create()
-            .map_err(|source| KafkaError::CreateClient {
-                kind: "producer",
-                brokers: kafka.brokers.clone(),
-                source,
-            })?;
+    let producer = kafka.future_producer()?;
     consumer
         .subscribe(&[RAW_LIFECYCLE, RAW_GATEWAY])
         .map_err(RouterError::Subscribe)?;
@@ -67,27 +108,27 @@ pub async fn run(
     let mut in_flight = FuturesUnordered::new();
     let mut commit_tick = tokio::time::interval(config.commit_interval);
     let mut shutdown = pin!(shutdown);
-    let mut routed: u64 = 0;
-    let mut rejected: u64 = 0;
+    let mut stats = Stats::default();
+    let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             _ = commit_tick.tick() => commit(&consumer, CommitMode::Async),
+            _ = stats_tick.tick() => stats.log(),
             Some(source) = in_flight.next(), if !in_flight.is_empty() => finish(&consumer, source),
             message = consumer.recv(), if in_flight.len() < config.max_in_flight => {
                 let message = message.map_err(RouterError::Consume)?;
-                let (source, output) = process(&message, config, &redaction);
-                if output.topic == topics::ROUTER_DLQ { rejected += 1 } else { routed += 1 }
+                let (source, output, unknown_type) = process(&message, config, &redaction);
+                stats.count(&output, unknown_type);
                 consumer.context().tracker().begin(&source.topic, source.partition, source.offset);
                 in_flight.push(produce(producer.clone(), output, source));
             }
         }
     }
 
+    stats.log();
     tracing::info!(
         in_flight = in_flight.len(),
-        routed,
-        rejected,
         "router stopping: draining in-flight records"
     );
     let drain = async {
@@ -123,7 +164,7 @@ fn process(
     message: &BorrowedMessage<'_>,
     config: &RouterConfig,
     redaction: &Redaction,
-) -> (Source, Output) {
+) -> (Source, Output, Option<String>) {
     let stream = Stream::of_topic(message.topic());
     let source = Source {
         topic: message.topic().to_owned(),
@@ -152,8 +193,17 @@ fn process(
             redaction,
         ),
     };
+    let mut unknown_type = None;
     let output = match result {
-        Ok(routed) => envelope_output(routed, message.key()),
+        Ok(routed) => {
+            if routed.app == App::Membership
+                && !catalogue::is_known_lifecycle_type(&routed.event_type)
+            {
+                // Producer-controlled text: bounded before it reaches logs.
+                unknown_type = Some(routed.event_type.chars().take(100).collect());
+            }
+            envelope_output(routed, message.key())
+        }
         Err(rejection) => {
             // The detail may quote the record's content, so it goes to the dead-letter topic (as
             // sensitive as the raw topic) and not to the logs.
@@ -167,7 +217,7 @@ fn process(
             dead_letter_output(rejection, message)
         }
     };
-    (source, output)
+    (source, output, unknown_type)
 }
 
 fn header_text<'a>(message: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
@@ -254,25 +304,15 @@ fn dead_letter_output(rejection: Rejection, message: &BorrowedMessage<'_>) -> Ou
     }
 }
 
-/// Produces `output` until the broker acknowledges it. A failure after librdkafka's own retries is
-/// retried here after a pause: the record must not be skipped, and the idempotent producer keeps
-/// retries from duplicating what was already written.
+/// Writes `output` (see [`produce_until_acked`]) and hands back its source to be finished.
 async fn produce(producer: FutureProducer, output: Output, source: Source) -> Source {
-    let mut pause = Duration::from_millis(100);
-    loop {
-        let mut record = FutureRecord::to(output.topic)
-            .payload(&output.payload)
-            .headers(output.headers.clone());
-        if let Some(key) = &output.key {
-            record = record.key(key);
-        }
-        match producer.send(record, Timeout::Never).await {
-            Ok(_) => return source,
-            Err((err, _)) => {
-                tracing::warn!(error = %err, topic = output.topic, retry_in = ?pause, "produce failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
+    produce_until_acked(
+        &producer,
+        output.topic,
+        output.key.as_deref(),
+        &output.payload,
+        &output.headers,
+    )
+    .await;
+    source
 }

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use crate::dlq::{DeadLetters, Reason};
 use crate::encode::{self, Event, EventMeta, ItemOutcome};
 use crate::retry::{classify, retry_after, Action, Backoff};
-use crate::{client, sign, Destination, SinkError};
+use crate::{client, sign, Destination, DestinationConfig, SinkError};
 
 /// HTTP header carrying the stable event id of a one-event POST, so that receivers can
 /// de-duplicate redeliveries.
@@ -194,6 +194,16 @@ struct Held {
     bytes: usize,
 }
 
+impl Held {
+    /// Whether either bound of the destination is reached.
+    fn full(&self, config: &DestinationConfig) -> bool {
+        self.events >= config.max_in_flight || self.bytes >= config.max_in_flight_bytes
+    }
+}
+
+/// How long the in-flight bounds may stay reached before the partitions are paused.
+const PAUSE_AFTER: Duration = Duration::from_secs(5);
+
 pub(crate) async fn pump(
     consumer: &TrackingConsumer,
     target: Arc<Target>,
@@ -212,6 +222,12 @@ pub(crate) async fn pump(
     let mut requests: FuturesUnordered<BoxFuture<'static, Vec<(Source, usize)>>> =
         FuturesUnordered::new();
     let mut held = Held::default();
+    // Backpressure in two steps. While the bounds are reached the worker stops reading: a
+    // healthy destination frees room within milliseconds. Only if they stay reached for
+    // PAUSE_AFTER (the destination is down or very slow) are the partitions paused, so that the
+    // worker can poll again and stay in its group. Pausing is kept for outages because librdkafka
+    // drops its prefetched records on pause and fetches them again on resume.
+    let mut full_since: Option<Instant> = None;
     let mut paused = false;
     let mut commit_tick = tokio::time::interval(config.commit_interval);
     let mut shutdown = pin!(shutdown);
@@ -240,14 +256,24 @@ pub(crate) async fn pump(
                     held.events -= 1;
                     held.bytes -= size;
                 }
-                if paused && held.events < config.max_in_flight * 3 / 4 && held.bytes < config.max_in_flight_bytes * 3 / 4 {
+                if full_since.is_some() && !held.full(&config) {
+                    full_since = None;
+                }
+                // Resume at half the bounds, so that an outage's end does not flap pause/resume.
+                if paused && held.events <= config.max_in_flight / 2 && held.bytes <= config.max_in_flight_bytes / 2 {
                     set_paused(consumer, false);
                     paused = false;
                 }
             }
+            () = sleep_until(full_since.map(|since| since + PAUSE_AFTER)), if full_since.is_some() && !paused => {
+                tracing::warn!(destination = name, held = held.events, "deliveries are stalled: pausing partitions until they drain");
+                set_paused(consumer, true);
+                paused = true;
+            }
             () = sleep_until(linger), if linger.is_some() => batches.close_due(!reading),
-            // Polled even while paused: polling keeps this worker in the group and serves rebalances.
-            message = consumer.recv(), if reading => {
+            // Not read while full; read again once paused, because polling keeps this worker in
+            // its group and serves rebalances (records of paused partitions do not arrive).
+            message = consumer.recv(), if reading && (full_since.is_none() || paused) => {
                 let message = message.map_err(SinkError::Consume)?;
                 let pending = pending(&message);
                 consumer.context().tracker().begin(&pending.source.topic, pending.source.partition, pending.source.offset);
@@ -272,11 +298,12 @@ pub(crate) async fn pump(
                         batches.close_due(true);
                     }
                 }
-                // Re-pause on every record that arrives while full: a rebalance may have
-                // assigned new, unpaused partitions.
-                if held.events >= config.max_in_flight || held.bytes >= config.max_in_flight_bytes {
-                    set_paused(consumer, true);
-                    paused = true;
+                if held.full(&config) {
+                    full_since.get_or_insert_with(Instant::now);
+                    // A rebalance may have assigned new, unpaused partitions: pause them too.
+                    if paused {
+                        set_paused(consumer, true);
+                    }
                 }
             }
         }

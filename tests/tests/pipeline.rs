@@ -41,6 +41,8 @@ headers = {{ Authorization = "Bearer ${{E2E_SINK_TOKEN}}" }}
 max_in_flight = 32
 commit_interval = "200ms"
 retry = {{ initial_backoff = "50ms", max_backoff = "1s" }}
+# The JSON raw event below is dated 2026-04-30: keep it inside the retention window.
+retention = "3650d"
 tls = {{ ca_file = "{ca}" }}
 "#,
             brokers = broker.brokers(),

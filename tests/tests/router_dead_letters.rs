@@ -149,6 +149,10 @@ async fn bad_records_are_dead_lettered_with_reasons_and_good_ones_flow() {
             .await
             .unwrap();
     }
+    // A lifecycle type outside the catalogue is forwarded (forward compatibility) and counted.
+    let mut future_type = generator.lifecycle();
+    future_type.event_type = "stacks.teleported".to_owned();
+    good.insert(publisher.publish_lifecycle(future_type).await.unwrap());
     // Good events after the poison still flow.
     for _ in 0..20 {
         good.insert(
@@ -160,7 +164,7 @@ async fn bad_records_are_dead_lettered_with_reasons_and_good_ones_flow() {
     }
 
     let module = wait_for_records(&kafka, topics::MODULE, 121).await;
-    let lifecycle = wait_for_records(&kafka, topics::LIFECYCLE, 100).await;
+    let lifecycle = wait_for_records(&kafka, topics::LIFECYCLE, 101).await;
     let dead = wait_for_records(&kafka, topics::ROUTER_DLQ, poison.len()).await;
     let routed: HashSet<String> = module
         .iter()
@@ -248,4 +252,12 @@ async fn bad_records_are_dead_lettered_with_reasons_and_good_ones_flow() {
         router.output()
     );
     assert!(router.output().contains("raw record dead-lettered"));
+    assert!(
+        router
+            .output()
+            .contains("lifecycle type not in the catalogue; forwarded")
+            && router.output().contains("stacks.teleported"),
+        "{}",
+        router.output()
+    );
 }
