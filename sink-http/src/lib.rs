@@ -14,8 +14,9 @@
 //! The sink never parses the envelope: the router already validated and serialized it, and the
 //! metadata travels in Kafka headers. An event's offset is finished only once it is delivered or
 //! its dead letter is acknowledged. Memory is bounded by `max_in_flight` events and bytes: past
-//! either, the worker pauses its partitions, keeps polling (so it stays in the group), and resumes
-//! once deliveries complete. [`replay`] sends dead letters again through the same stages.
+//! either, the worker stops reading; if that lasts (an outage) it pauses its partitions and polls
+//! again, so that it stays in the group. [`replay`] sends dead letters again through the same
+//! stages.
 //!
 //! Configuration is [`DestinationConfig`]; [`DestinationConfig::validate`] resolves secrets from
 //! the environment and checks everything before a client is built.

@@ -11,7 +11,8 @@
 //! ```
 //!
 //! Memory is bounded by `max_in_flight` events and `max_in_flight_bytes`: past either, the worker
-//! pauses its partitions and keeps polling (so it stays in the group) until deliveries complete.
+//! stops reading until deliveries complete, and pauses its partitions only if that lasts (see
+//! `PAUSE_AFTER`).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
