@@ -20,4 +20,4 @@ pub use config::KafkaConfig;
 pub use error::KafkaError;
 pub use offsets::{OffsetTracker, TrackingConsumer, TrackingContext};
 pub use produce::produce_until_acked;
-pub use scan::scan;
+pub use scan::{partitions_of, scan};

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -13,6 +13,28 @@ use crate::{KafkaConfig, KafkaError};
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// A fetch that returns nothing for this long means the broker is gone, not that the topic is slow.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The partition ids of `topic`, or a message saying that it does not exist.
+pub fn partitions_of<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    topic: &str,
+) -> Result<Vec<i32>, String> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|err| format!("cannot read the metadata of {topic}: {err}"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(format!(
+            "{topic} does not exist; create it with `auditstream topics create`"
+        ));
+    }
+    Ok(partitions)
+}
 
 /// Calls `visit` for every record of `topic` that exists when the scan starts, partition by
 /// partition in offset order (partitions interleaved). `visit` returns `false` to stop early.
@@ -35,20 +57,7 @@ pub async fn scan(
                 brokers: kafka.brokers.clone(),
                 source,
             })?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-        .map_err(|err| fail(format!("cannot read metadata: {err}")))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(fail(
-            "the topic does not exist; create it with `auditstream topics create`".to_owned(),
-        ));
-    }
+    let partitions = partitions_of(&consumer, topic).map_err(fail)?;
     let mut assignment = TopicPartitionList::new();
     let mut ends: HashMap<i32, i64> = HashMap::new();
     for partition in partitions {

@@ -144,11 +144,11 @@ pub struct LifecyclePayload {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The module audit example of the reference product's "Event format" section.
-    const SEED_GATEWAY: &str = r#"{
+    pub(crate) const SEED_GATEWAY: &str = r#"{
 "date": "2026-04-30T09:23:41.123Z",
 "app": "gateway",
 "version": "v2",
@@ -180,7 +180,7 @@ mod tests {
 }"#;
 
     /// The lifecycle example (a stack creation) of the same section.
-    const SEED_LIFECYCLE: &str = r#"{
+    pub(crate) const SEED_LIFECYCLE: &str = r#"{
 "date": "2026-04-30T09:15:00Z",
 "app": "membership",
 "version": "v2",

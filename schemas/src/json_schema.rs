@@ -73,56 +73,7 @@ mod tests {
     use crate::catalogue;
     use crate::envelope::GatewayEnvelope;
 
-    /// The module audit example of the reference product's "Event format" section (as in
-    /// `envelope.rs`'s golden tests).
-    const SEED_GATEWAY: &str = r#"{
-"date": "2026-04-30T09:23:41.123Z",
-"app": "gateway",
-"version": "v2",
-"type": "AUDIT",
-"payload": {
-"id": "550e8400-e29b-41d4-a716-446655440000",
-"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
-"actor": {
-"claims": { "sub": "...", "email": "...", "iss": "..." },
-"organization_id": "...",
-"stack_id": "...",
-"ip_address": "..."
-},
-"http": {
-"request": {
-"method": "POST",
-"path": "/api/ledger/v2/main/transactions",
-"host": "...",
-"header": { "Content-Type": ["application/json"] },
-"body": "..."
-},
-"response": {
-"status_code": 200,
-"headers": { "Content-Type": ["application/json"] },
-"body": "..."
-}
-}
-}
-}"#;
-
-    /// The lifecycle example (a stack creation) of the same section.
-    const SEED_LIFECYCLE: &str = r#"{
-"date": "2026-04-30T09:15:00Z",
-"app": "membership",
-"version": "v2",
-"type": "stacks.created",
-"payload": {
-"ownerId": "...",
-"organizationId": "...",
-"subject": "...",
-"data": {
-"id": "...",
-"name": "prod-stack",
-"regionId": "..."
-}
-}
-}"#;
+    use crate::envelope::tests::{SEED_GATEWAY, SEED_LIFECYCLE};
 
     fn seed(text: &str) -> Value {
         serde_json::from_str(text).unwrap()

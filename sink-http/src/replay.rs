@@ -37,20 +37,7 @@ pub async fn replay(
         message,
     };
     let consumer = kafka.tracking_consumer(&group)?;
-    let metadata = consumer
-        .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
-        .map_err(|err| fail(format!("cannot read the metadata of {topic}: {err}")))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(fail(format!(
-            "{topic} does not exist; create it with `auditstream topics create`"
-        )));
-    }
+    let partitions = auditstream_kafka::partitions_of(&consumer, &topic).map_err(fail)?;
 
     let mut starts = TopicPartitionList::new();
     for &partition in &partitions {
