@@ -23,11 +23,19 @@ RATE=${DEMO_RATE:-40}
 export DEMO_SIEM_TOKEN=demo-token-never-logged
 
 stop_all() {
+  # SIGTERM first: router and sink drain and commit, which needs the broker, so wait for them
+  # (SIGKILL after 15 s) before stopping it.
   for name in producer sink router receiver; do
-    if [[ -f "$STATE/$name.pid" ]]; then
-      kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true
-      rm -f "$STATE/$name.pid"
-    fi
+    [[ -f "$STATE/$name.pid" ]] || continue
+    local pid
+    pid=$(cat "$STATE/$name.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 150); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$STATE/$name.pid"
   done
   scripts/broker.sh stop "$STATE/broker" >/dev/null
 }
