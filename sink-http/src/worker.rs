@@ -426,10 +426,6 @@ async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, u
     let config = &target.destination.config;
     let mut finished = Vec::with_capacity(batch.len());
     let mut backoff = Backoff::new(config.retry.initial_backoff, config.retry.max_backoff);
-    let done = |pending: Pending, finished: &mut Vec<(Source, usize)>| {
-        let size = pending.event.envelope.len();
-        finished.push((pending.source, size));
-    };
     loop {
         if target.expire {
             let oldest_allowed =
@@ -443,11 +439,16 @@ async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, u
                     config.retention,
                     backoff.attempts()
                 );
-                target
-                    .dead_letters
-                    .write(&pending, Reason::Expired, &detail, None, backoff.attempts())
-                    .await;
-                done(pending, &mut finished);
+                dead_letter(
+                    &target,
+                    pending,
+                    Reason::Expired,
+                    &detail,
+                    None,
+                    backoff.attempts(),
+                    &mut finished,
+                )
+                .await;
             }
             batch = live;
         }
@@ -463,19 +464,21 @@ async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, u
                                 let mut retry = Vec::new();
                                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
                                     match outcome {
-                                        ItemOutcome::Delivered => done(pending, &mut finished),
+                                        ItemOutcome::Delivered => {
+                                            finished.push(finished_entry(pending))
+                                        }
                                         ItemOutcome::Permanent { status, reason } => {
-                                            target
-                                                .dead_letters
-                                                .write(
-                                                    &pending,
-                                                    Reason::RejectedItem,
-                                                    &reason,
-                                                    Some(status),
-                                                    backoff.attempts() + 1,
-                                                )
-                                                .await;
-                                            done(pending, &mut finished);
+                                            let attempts = backoff.attempts() + 1;
+                                            dead_letter(
+                                                &target,
+                                                pending,
+                                                Reason::RejectedItem,
+                                                &reason,
+                                                Some(status),
+                                                attempts,
+                                                &mut finished,
+                                            )
+                                            .await;
                                         }
                                         ItemOutcome::Retry { .. } => retry.push(pending),
                                     }
@@ -493,26 +496,23 @@ async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, u
                         }
                     }
                     Action::Delivered => {
-                        finished.extend(batch.into_iter().map(|p| {
-                            let size = p.event.envelope.len();
-                            (p.source, size)
-                        }));
+                        finished.extend(batch.into_iter().map(finished_entry));
                         return finished;
                     }
                     Action::DeadLetter => {
                         let detail = format!("destination answered {status}: {}", snippet(&body));
                         for pending in batch {
-                            target
-                                .dead_letters
-                                .write(
-                                    &pending,
-                                    Reason::PermanentStatus,
-                                    &detail,
-                                    Some(status),
-                                    backoff.attempts() + 1,
-                                )
-                                .await;
-                            done(pending, &mut finished);
+                            let attempts = backoff.attempts() + 1;
+                            dead_letter(
+                                &target,
+                                pending,
+                                Reason::PermanentStatus,
+                                &detail,
+                                Some(status),
+                                attempts,
+                                &mut finished,
+                            )
+                            .await;
                         }
                         return finished;
                     }
@@ -542,6 +542,29 @@ async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, u
         };
         tokio::time::sleep(delay).await;
     }
+}
+
+/// What a finished event hands back: its source, and its size for the in-flight bound.
+fn finished_entry(pending: Pending) -> (Source, usize) {
+    let size = pending.event.envelope.len();
+    (pending.source, size)
+}
+
+/// Writes a dead letter, then counts the event as finished: its offset may move on only now.
+async fn dead_letter(
+    target: &Target,
+    pending: Pending,
+    reason: Reason,
+    detail: &str,
+    status: Option<u16>,
+    attempts: u32,
+    finished: &mut Vec<(Source, usize)>,
+) {
+    target
+        .dead_letters
+        .write(&pending, reason, detail, status, attempts)
+        .await;
+    finished.push(finished_entry(pending));
 }
 
 /// Sends one POST of `batch`; returns the status, any `Retry-After` and the body.
