@@ -22,8 +22,8 @@ pub struct InspectArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
-    /// Also show each record's payload. Dead-lettered records were NOT redacted: a payload may
-    /// hold credentials, so it is shown only when asked for.
+    /// Also show each record's payload. The router's dead letters are raw input that redaction
+    /// never touched (a payload may hold credentials), so payloads are shown only when asked for.
     #[arg(long)]
     payload: bool,
     /// Stop after this many records.
