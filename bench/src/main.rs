@@ -398,16 +398,16 @@ async fn main() {
         let warm_up = 200;
         publish(&publisher, rate, warm_up, 200).await;
         let deadline = Instant::now() + Duration::from_secs(120);
-        while latency_receiver.latencies_ms().len() < latencies_seen + warm_up
+        while latency_receiver.latency_samples() < latencies_seen + warm_up
             && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let skip = latency_receiver.latencies_ms().len();
+        let skip = latency_receiver.latency_samples();
         let count = (rate * args.latency_seconds) as usize;
         publish(&publisher, rate, count, rate).await;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while latency_receiver.latencies_ms().len() < skip + count && Instant::now() < deadline {
+        while latency_receiver.latency_samples() < skip + count && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut measured: Vec<i64> = latency_receiver.latencies_ms()[skip..].to_vec();

@@ -219,6 +219,11 @@ impl Receiver {
         self.shared.recorded().latencies_ms.clone()
     }
 
+    /// How many latencies were recorded so far (cheaper than cloning them to count).
+    pub fn latency_samples(&self) -> usize {
+        self.shared.recorded().latencies_ms.len()
+    }
+
     /// Every distinct event id accepted so far.
     pub fn ids(&self) -> HashSet<String> {
         self.shared.recorded().counts.keys().cloned().collect()

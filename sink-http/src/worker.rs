@@ -129,12 +129,27 @@ pub async fn run(
     pump(&consumer, target, Until::Shutdown, shutdown).await
 }
 
+/// A batch still filling.
+struct Filling {
+    events: Vec<Pending>,
+    bytes: usize,
+    started: Instant,
+}
+
+impl Filling {
+    /// The batch so far, leaving this one empty.
+    fn take(&mut self) -> Vec<Pending> {
+        self.bytes = 0;
+        std::mem::take(&mut self.events)
+    }
+}
+
 /// Batches waiting for a request slot, and the partial batches still filling, per app.
 struct Batches {
     max_events: usize,
     max_bytes: usize,
     linger: Duration,
-    filling: HashMap<String, (Vec<Pending>, usize, Instant)>,
+    filling: HashMap<String, Filling>,
     ready: VecDeque<Vec<Pending>>,
 }
 
@@ -142,28 +157,27 @@ impl Batches {
     /// Adds an event. A batch never mixes apps, so that per-app framing (index, sourcetype) holds.
     fn push(&mut self, pending: Pending) {
         let size = pending.event.envelope.len();
-        let app = pending.event.meta.app.clone();
-        let (events, bytes, _) = self
-            .filling
-            .entry(app.clone())
-            .or_insert_with(|| (Vec::new(), 0, Instant::now()));
-        if !events.is_empty() && *bytes + size > self.max_bytes {
-            let full = std::mem::take(events);
-            *bytes = 0;
-            self.ready.push_back(full);
+        // Look up by &str so that only an app's first event allocates a key.
+        let app = pending.event.meta.app.as_str();
+        if !self.filling.contains_key(app) {
+            let empty = Filling {
+                events: Vec::new(),
+                bytes: 0,
+                started: Instant::now(),
+            };
+            self.filling.insert(app.to_owned(), empty);
         }
-        if events.is_empty() {
-            if let Some(entry) = self.filling.get_mut(&app) {
-                entry.2 = Instant::now();
-            }
+        let filling = self.filling.get_mut(app).expect("inserted above");
+        if !filling.events.is_empty() && filling.bytes + size > self.max_bytes {
+            self.ready.push_back(filling.take());
         }
-        let (events, bytes, _) = self.filling.get_mut(&app).expect("inserted above");
-        events.push(pending);
-        *bytes += size;
-        if events.len() >= self.max_events || *bytes >= self.max_bytes {
-            let full = std::mem::take(events);
-            *bytes = 0;
-            self.ready.push_back(full);
+        if filling.events.is_empty() {
+            filling.started = Instant::now();
+        }
+        filling.events.push(pending);
+        filling.bytes += size;
+        if filling.events.len() >= self.max_events || filling.bytes >= self.max_bytes {
+            self.ready.push_back(filling.take());
         }
     }
 
@@ -171,18 +185,17 @@ impl Batches {
     fn next_deadline(&self) -> Option<Instant> {
         self.filling
             .values()
-            .filter(|(events, _, _)| !events.is_empty())
-            .map(|(_, _, started)| *started + self.linger)
+            .filter(|filling| !filling.events.is_empty())
+            .map(|filling| filling.started + self.linger)
             .min()
     }
 
     /// Moves partial batches whose linger expired (all of them with `all`) to `ready`.
     fn close_due(&mut self, all: bool) {
         let now = Instant::now();
-        for (events, bytes, started) in self.filling.values_mut() {
-            if !events.is_empty() && (all || *started + self.linger <= now) {
-                self.ready.push_back(std::mem::take(events));
-                *bytes = 0;
+        for filling in self.filling.values_mut() {
+            if !filling.events.is_empty() && (all || filling.started + self.linger <= now) {
+                self.ready.push_back(filling.take());
             }
         }
     }
