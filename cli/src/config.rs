@@ -7,7 +7,8 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use auditstream_kafka::topics::TopicsConfig;
+use auditstream_kafka::lag::GroupSpec;
+use auditstream_kafka::topics::{TopicsConfig, RAW_GATEWAY, RAW_LIFECYCLE};
 use auditstream_kafka::KafkaConfig;
 use auditstream_router::RouterConfig;
 use auditstream_sink_http::{Destination, DestinationConfig};
@@ -85,6 +86,26 @@ impl Config {
             destination.validate(|_| Some("placeholder".to_owned()))?;
         }
         Ok(())
+    }
+
+    /// Every consumer group of the pipeline, with the topics it reads: the router's, then one
+    /// per destination. This is what the lag exporter and `status` watch.
+    pub fn pipeline_groups(&self) -> Vec<GroupSpec> {
+        let router = GroupSpec {
+            group: self.router.group.clone(),
+            destination: None,
+            topics: vec![RAW_LIFECYCLE.to_owned(), RAW_GATEWAY.to_owned()],
+        };
+        let sinks = self.destinations.iter().map(|destination| GroupSpec {
+            group: destination.group(),
+            destination: Some(destination.name.clone()),
+            topics: destination
+                .topics()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        });
+        std::iter::once(router).chain(sinks).collect()
     }
 
     /// The named destination, validated, with secrets resolved.

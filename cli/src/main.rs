@@ -7,6 +7,7 @@
 mod cmd;
 mod config;
 mod shutdown;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +62,8 @@ enum Command {
     /// Inspect dead-lettered records.
     #[command(subcommand)]
     Dlq(cmd::dlq::Command),
+    /// Export the lag of every consumer group of the pipeline as Prometheus metrics.
+    LagExporter(cmd::lag_exporter::Args),
     /// Run a local HTTP(S) destination that prints what it receives (for demos and tests).
     Receiver(cmd::receiver::Args),
 }
@@ -118,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => cmd::produce::run(args, &config).await,
         Command::Dlq(command) => cmd::dlq::run(command, &config).await,
         Command::Replay(args) => cmd::replay::run(args, &config).await,
+        Command::LagExporter(args) => cmd::lag_exporter::run(args, &config).await,
         Command::Receiver(_) => unreachable!("handled above"),
     }
 }

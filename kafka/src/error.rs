@@ -32,4 +32,10 @@ pub enum KafkaError {
         /// The broker's or client's explanation.
         reason: String,
     },
+    /// Measuring consumer lag failed.
+    #[error("cannot measure consumer lag: {reason}")]
+    Lag {
+        /// What went wrong.
+        reason: String,
+    },
 }

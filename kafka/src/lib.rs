@@ -3,6 +3,7 @@
 //! * [`KafkaConfig`] turns the `[kafka]` section of the config file into librdkafka client
 //!   configurations with the settings the pipeline relies on (manual offset storage, idempotent
 //!   producer, low fetch wait).
+//! * [`lag`] measures how far behind the pipeline's consumer groups are, from the broker alone.
 //! * [`topics`] names the pipeline's topics and creates them with partitions and retention.
 //! * [`OffsetTracker`] and [`TrackingContext`] implement "commit only behind finished work":
 //!   records may finish out of order, but the committed position of a partition never passes a
@@ -11,6 +12,7 @@
 
 mod config;
 mod error;
+pub mod lag;
 mod offsets;
 mod produce;
 mod scan;

@@ -37,6 +37,7 @@
 
 mod config;
 mod error;
+mod metrics;
 pub mod normalize;
 pub mod redact;
 mod run;
@@ -45,4 +46,5 @@ pub use config::{
     GatewayRedactionConfig, IpAddressRule, MembershipRedactionConfig, RedactionConfig, RouterConfig,
 };
 pub use error::RouterError;
+pub use metrics::RouterMetrics;
 pub use run::run;

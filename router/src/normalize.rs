@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::config::DEFAULT_MAX_MESSAGE_BYTES;
-use crate::redact::{self, Redaction};
+use crate::redact::{self, Applied, Redaction};
 
 /// Which raw stream a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +65,8 @@ pub struct Routed {
     pub date_ms: i64,
     /// The serialized envelope.
     pub body: Vec<u8>,
+    /// The redaction rules that changed it.
+    pub redactions: Applied,
 }
 
 /// Why a raw record was not forwarded; it goes to the dead-letter topic with these.
@@ -209,7 +211,7 @@ pub fn gateway(raw: RawGatewayEvent, redaction: &Redaction) -> Result<Routed, Re
         payload.http.request.body = body_text(raw.request.body);
         payload.http.response.body = body_text(raw.response.body);
     }
-    redact::apply_gateway(&mut payload, redaction);
+    let redactions = redact::apply_gateway(&mut payload, redaction);
 
     let organization_id = payload.actor.organization_id.clone();
     let stack_id = payload.actor.stack_id.clone();
@@ -230,6 +232,7 @@ pub fn gateway(raw: RawGatewayEvent, redaction: &Redaction) -> Result<Routed, Re
         stack_id: Some(stack_id),
         date_ms: raw.timestamp,
         body: serde_json::to_vec(&envelope).expect("envelopes always serialize"),
+        redactions,
     })
 }
 
@@ -256,7 +259,7 @@ pub fn lifecycle(
         subject: raw.subject,
         data: serde_json::Value::Object(raw.data),
     };
-    redact::apply_lifecycle(&mut payload, redaction);
+    let redactions = redact::apply_lifecycle(&mut payload, redaction);
     let envelope = Envelope {
         date,
         app: App::Membership,
@@ -274,6 +277,7 @@ pub fn lifecycle(
         stack_id: raw.stack_id.filter(|s| !s.is_empty()),
         date_ms: raw.timestamp,
         body: serde_json::to_vec(&envelope).expect("envelopes always serialize"),
+        redactions,
     })
 }
 

@@ -70,40 +70,139 @@ impl Redaction {
     }
 }
 
-/// Applies the always-on rules, then the configured ones, to a gateway payload in place.
-pub fn apply_gateway(payload: &mut GatewayPayload, redaction: &Redaction) {
+/// A redaction rule, as named in the `rule` label of `auditstream_router_redactions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Rule 1: the `Authorization` request header was removed.
+    AuthorizationHeader,
+    /// Rule 2: an OAuth token response body was cleared.
+    OauthTokenBody,
+    /// Rule 3: streaming bodies were emptied.
+    StreamingBody,
+    /// Rule 4: configured request headers were dropped.
+    RequestHeaders,
+    /// Rule 4: configured response headers were dropped.
+    ResponseHeaders,
+    /// Rule 5: fields of a gateway body were masked.
+    BodyFields,
+    /// Rule 6: the caller's IP address was omitted or truncated.
+    IpAddress,
+    /// Rule 5: fields of lifecycle `payload.data` were masked.
+    DataFields,
+}
+
+impl Rule {
+    /// Every rule, in the order of the bits of [`Applied`].
+    pub const ALL: [Rule; 8] = [
+        Rule::AuthorizationHeader,
+        Rule::OauthTokenBody,
+        Rule::StreamingBody,
+        Rule::RequestHeaders,
+        Rule::ResponseHeaders,
+        Rule::BodyFields,
+        Rule::IpAddress,
+        Rule::DataFields,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::AuthorizationHeader => "authorization_header",
+            Rule::OauthTokenBody => "oauth_token_body",
+            Rule::StreamingBody => "streaming_body",
+            Rule::RequestHeaders => "request_headers",
+            Rule::ResponseHeaders => "response_headers",
+            Rule::BodyFields => "body_fields",
+            Rule::IpAddress => "ip_address",
+            Rule::DataFields => "data_fields",
+        }
+    }
+}
+
+/// The rules that changed one event (a rule that found nothing to remove is not listed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied(u8);
+
+impl Applied {
+    fn record(&mut self, rule: Rule, changed: bool) {
+        if changed {
+            self.0 |= 1 << rule as u8;
+        }
+    }
+
+    /// The rules that changed the event.
+    pub fn rules(self) -> impl Iterator<Item = Rule> {
+        Rule::ALL
+            .into_iter()
+            .filter(move |rule| self.0 & (1 << *rule as u8) != 0)
+    }
+}
+
+/// Applies the always-on rules, then the configured ones, to a gateway payload in place, and says
+/// which of them changed it.
+pub fn apply_gateway(payload: &mut GatewayPayload, redaction: &Redaction) -> Applied {
+    let mut applied = Applied::default();
     let request = &mut payload.http.request;
     let response = &mut payload.http.response;
-    request.header.remove(AUTHORIZATION);
+    applied.record(
+        Rule::AuthorizationHeader,
+        request.header.remove(AUTHORIZATION).is_some(),
+    );
     if is_oauth_token_path(&request.path) {
+        applied.record(Rule::OauthTokenBody, !response.body.is_empty());
         response.body.clear();
     }
     if is_streaming(&request.header) || is_streaming(&response.headers) {
+        let captured = !request.body.is_empty() || !response.body.is_empty();
+        applied.record(Rule::StreamingBody, captured);
         request.body.clear();
         response.body.clear();
     }
 
-    drop_headers(&mut request.header, &redaction.drop_request_headers);
-    drop_headers(&mut response.headers, &redaction.drop_response_headers);
-    mask::mask_body(&mut request.body, &redaction.mask_body_fields);
-    mask::mask_body(&mut response.body, &redaction.mask_body_fields);
+    applied.record(
+        Rule::RequestHeaders,
+        drop_headers(&mut request.header, &redaction.drop_request_headers),
+    );
+    applied.record(
+        Rule::ResponseHeaders,
+        drop_headers(&mut response.headers, &redaction.drop_response_headers),
+    );
+    let request_masked = mask::mask_body(&mut request.body, &redaction.mask_body_fields);
+    let response_masked = mask::mask_body(&mut response.body, &redaction.mask_body_fields);
+    applied.record(Rule::BodyFields, request_masked || response_masked);
     let ip_address = &mut payload.actor.ip_address;
-    match redaction.ip_address {
-        IpAddressRule::Keep => {}
-        IpAddressRule::Omit => *ip_address = None,
-        IpAddressRule::Truncate => *ip_address = ip_address.as_deref().and_then(truncate_ip),
-    }
+    let ip_changed = match redaction.ip_address {
+        IpAddressRule::Keep => false,
+        IpAddressRule::Omit => ip_address.take().is_some(),
+        IpAddressRule::Truncate => {
+            let truncated = ip_address.as_deref().and_then(truncate_ip);
+            let changed = truncated != *ip_address;
+            *ip_address = truncated;
+            changed
+        }
+    };
+    applied.record(Rule::IpAddress, ip_changed);
+    applied
 }
 
 /// Applies the configured rules to a lifecycle payload in place (no rule is always on there).
-pub fn apply_lifecycle(payload: &mut LifecyclePayload, redaction: &Redaction) {
-    mask::mask_value(&mut payload.data, &redaction.mask_data_fields);
+pub fn apply_lifecycle(payload: &mut LifecyclePayload, redaction: &Redaction) -> Applied {
+    let mut applied = Applied::default();
+    applied.record(
+        Rule::DataFields,
+        mask::mask_value(&mut payload.data, &redaction.mask_data_fields),
+    );
+    applied
 }
 
-fn drop_headers(headers: &mut HeaderMap, names: &Names) {
-    if !names.is_empty() {
-        headers.retain(|name, _| !names.matches(name));
+/// Returns whether a header was dropped.
+fn drop_headers(headers: &mut HeaderMap, names: &Names) -> bool {
+    if names.is_empty() {
+        return false;
     }
+    let before = headers.len();
+    headers.retain(|name, _| !names.matches(name));
+    headers.len() != before
 }
 
 /// The network part of an address: `192.0.2.17` -> `192.0.2.0` (/24), `2001:db8:1:2::9` ->

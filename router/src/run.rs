@@ -16,6 +16,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
 
+use crate::metrics::{Outcome, RouterMetrics};
 use crate::normalize::{limit_avro_allocations, route, RejectReason, Rejection, Routed, Stream};
 use crate::redact::Redaction;
 use crate::{RouterConfig, RouterError};
@@ -26,43 +27,34 @@ const STATS_INTERVAL: Duration = Duration::from_secs(60);
 /// of odd types cannot grow the map without bound.
 const MAX_UNKNOWN_TYPES: usize = 100;
 
-/// What the router did since it started, logged every [`STATS_INTERVAL`].
+/// Lifecycle types outside the catalogue, by name, for the log line every [`STATS_INTERVAL`]
+/// (their count is a metric; their names are not, since they are unbounded).
 #[derive(Default)]
-struct Stats {
-    routed: u64,
-    dead_lettered: u64,
-    /// Lifecycle types outside the catalogue: forwarded (forward compatibility) and counted.
-    unknown_types: HashMap<String, u64>,
-    unknown_types_overflow: u64,
+struct UnknownTypes {
+    counts: HashMap<String, u64>,
+    overflow: u64,
 }
 
-impl Stats {
-    fn count(&mut self, output: &Output, unknown_type: Option<String>) {
-        if output.topic == topics::ROUTER_DLQ {
-            self.dead_lettered += 1;
-        } else {
-            self.routed += 1;
-        }
-        let Some(event_type) = unknown_type else {
-            return;
-        };
-        if let Some(count) = self.unknown_types.get_mut(&event_type) {
+impl UnknownTypes {
+    fn count(&mut self, event_type: String) {
+        if let Some(count) = self.counts.get_mut(&event_type) {
             *count += 1;
-        } else if self.unknown_types.len() < MAX_UNKNOWN_TYPES {
+        } else if self.counts.len() < MAX_UNKNOWN_TYPES {
             tracing::warn!(event_type = %event_type, "lifecycle type not in the catalogue; forwarded, and counted from now on");
-            self.unknown_types.insert(event_type, 1);
+            self.counts.insert(event_type, 1);
         } else {
-            self.unknown_types_overflow += 1;
+            self.overflow += 1;
         }
     }
 
-    fn log(&self) {
-        let unknown: u64 = self.unknown_types.values().sum::<u64>() + self.unknown_types_overflow;
+    fn log(&self, metrics: &RouterMetrics) {
+        let (routed, dead_lettered) = metrics.totals();
+        let unknown: u64 = self.counts.values().sum::<u64>() + self.overflow;
         tracing::info!(
-            routed = self.routed,
-            dead_lettered = self.dead_lettered,
+            routed,
+            dead_lettered,
             unknown_lifecycle_types = unknown,
-            unknown_type_names = ?self.unknown_types.keys().collect::<Vec<_>>(),
+            unknown_type_names = ?self.counts.keys().collect::<Vec<_>>(),
             "router counters since start"
         );
     }
@@ -87,6 +79,7 @@ struct Output {
 pub async fn run(
     kafka: &KafkaConfig,
     config: &RouterConfig,
+    metrics: &RouterMetrics,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RouterError> {
     let consumer = kafka.tracking_consumer(&config.group)?;
@@ -108,25 +101,30 @@ pub async fn run(
     let mut in_flight = FuturesUnordered::new();
     let mut commit_tick = tokio::time::interval(config.commit_interval);
     let mut shutdown = pin!(shutdown);
-    let mut stats = Stats::default();
+    let mut unknown_types = UnknownTypes::default();
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            _ = commit_tick.tick() => commit(&consumer, CommitMode::Async),
-            _ = stats_tick.tick() => stats.log(),
+            _ = commit_tick.tick() => {
+                commit(&consumer, CommitMode::Async);
+                metrics.set_in_flight(in_flight.len());
+            }
+            _ = stats_tick.tick() => unknown_types.log(metrics),
             Some(source) = in_flight.next(), if !in_flight.is_empty() => finish(&consumer, source),
             message = consumer.recv(), if in_flight.len() < config.max_in_flight => {
                 let message = message.map_err(RouterError::Consume)?;
-                let (source, output, unknown_type) = process(&message, config, &redaction);
-                stats.count(&output, unknown_type);
+                let (source, output, unknown_type) = process(&message, config, &redaction, metrics);
+                if let Some(event_type) = unknown_type {
+                    unknown_types.count(event_type);
+                }
                 consumer.context().tracker().begin(&source.topic, source.partition, source.offset);
                 in_flight.push(produce(producer.clone(), output, source));
             }
         }
     }
 
-    stats.log();
+    unknown_types.log(metrics);
     tracing::info!(
         in_flight = in_flight.len(),
         "router stopping: draining in-flight records"
@@ -164,6 +162,7 @@ fn process(
     message: &BorrowedMessage<'_>,
     config: &RouterConfig,
     redaction: &Redaction,
+    metrics: &RouterMetrics,
 ) -> (Source, Output, Option<String>) {
     let stream = Stream::of_topic(message.topic());
     let source = Source {
@@ -199,12 +198,17 @@ fn process(
             if routed.app == App::Membership
                 && !catalogue::is_known_lifecycle_type(&routed.event_type)
             {
+                metrics.unknown_lifecycle_type();
                 // Producer-controlled text: bounded before it reaches logs.
                 unknown_type = Some(routed.event_type.chars().take(100).collect());
             }
+            metrics.event(stream, Outcome::Routed);
+            metrics.redacted(stream, routed.redactions);
             envelope_output(routed, message.key())
         }
         Err(rejection) => {
+            metrics.event(stream, Outcome::DeadLettered);
+            metrics.dead_lettered(rejection.reason);
             // The detail may quote the record's content, so it goes to the dead-letter topic (as
             // sensitive as the raw topic) and not to the logs.
             tracing::warn!(

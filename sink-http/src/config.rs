@@ -306,12 +306,12 @@ impl fmt::Debug for SigningKey {
 impl Destination {
     /// Consumer group of this destination's workers.
     pub fn group(&self) -> String {
-        format!("auditstream.sink.{}", self.config.name)
+        self.config.group()
     }
 
     /// Envelope topics this destination reads.
     pub fn topics(&self) -> Vec<&'static str> {
-        self.config.streams.iter().map(|s| s.topic()).collect()
+        self.config.topics()
     }
 
     /// The URL without credentials, query or fragment: safe to log.
@@ -326,6 +326,16 @@ impl Destination {
 }
 
 impl DestinationConfig {
+    /// Consumer group of this destination's workers: `auditstream.sink.<name>`.
+    pub fn group(&self) -> String {
+        format!("auditstream.sink.{}", self.name)
+    }
+
+    /// Envelope topics this destination reads.
+    pub fn topics(&self) -> Vec<&'static str> {
+        self.streams.iter().map(|s| s.topic()).collect()
+    }
+
     /// Checks every field and resolves secrets. `env` looks up environment variables (a parameter
     /// so that tests need not touch the process environment).
     pub fn validate(&self, env: impl Fn(&str) -> Option<String>) -> Result<Destination, SinkError> {

@@ -27,6 +27,7 @@ mod config;
 mod dlq;
 pub mod encode;
 mod error;
+mod metrics;
 mod replay;
 pub mod retry;
 pub mod sign;
@@ -37,5 +38,6 @@ pub use config::{
     StreamName, TlsConfig,
 };
 pub use error::SinkError;
+pub use metrics::SinkMetrics;
 pub use replay::replay;
 pub use worker::{run, EVENT_ID_HEADER};

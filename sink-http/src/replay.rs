@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use auditstream_kafka::{topics, KafkaConfig};
+use auditstream_metrics::Metrics;
 use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::metrics::SinkMetrics;
 use crate::worker::{pump, Target, Until};
 use crate::{Destination, SinkError};
 
@@ -95,7 +97,9 @@ pub async fn replay(
     consumer
         .assign(&assignment)
         .map_err(|err| fail(err.to_string()))?;
-    let target = Arc::new(Target::new(kafka, destination, false)?);
+    // A replay is a short command with no metrics endpoint: its counts go nowhere.
+    let metrics = SinkMetrics::new(&Metrics::new("replay"), &name);
+    let target = Arc::new(Target::new(kafka, destination, false, metrics)?);
     pump(&consumer, target, Until::Ends(ends), shutdown).await?;
     Ok(total)
 }

@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use crate::dlq::{DeadLetters, Reason};
 use crate::encode::{self, Event, EventMeta, ItemOutcome};
+use crate::metrics::{SinkMetrics, StatusClass};
 use crate::retry::{classify, retry_after, Action, Backoff};
 use crate::{client, sign, Destination, DestinationConfig, SinkError};
 
@@ -69,6 +70,7 @@ pub(crate) struct Target {
     client: Client,
     headers: HeaderMap,
     dead_letters: DeadLetters,
+    metrics: SinkMetrics,
     /// False for replays: an operator who replays an old event wants it delivered, not expired again.
     expire: bool,
 }
@@ -78,6 +80,7 @@ impl Target {
         kafka: &KafkaConfig,
         destination: Destination,
         expire: bool,
+        metrics: SinkMetrics,
     ) -> Result<Target, SinkError> {
         let client = client::build(&destination)?;
         let mut headers = HeaderMap::new();
@@ -93,8 +96,24 @@ impl Target {
             client,
             headers,
             dead_letters,
+            metrics,
             expire,
         })
+    }
+
+    /// Writes a dead letter and counts it.
+    async fn dead_letter(
+        &self,
+        pending: &Pending,
+        reason: Reason,
+        detail: &str,
+        status: Option<u16>,
+        attempts: u32,
+    ) {
+        self.dead_letters
+            .write(pending, reason, detail, status, attempts)
+            .await;
+        self.metrics.dead_lettered(reason);
     }
 }
 
@@ -110,11 +129,12 @@ pub(crate) enum Until {
 pub async fn run(
     kafka: &KafkaConfig,
     destination: Destination,
+    metrics: SinkMetrics,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SinkError> {
     let group = destination.group();
     let topics = destination.topics();
-    let target = Arc::new(Target::new(kafka, destination, true)?);
+    let target = Arc::new(Target::new(kafka, destination, true, metrics)?);
     let consumer = kafka.tracking_consumer(&group)?;
     consumer
         .subscribe(&topics)
@@ -270,18 +290,19 @@ pub(crate) async fn pump(
                     held.events -= 1;
                     held.bytes -= size;
                 }
+                target.metrics.set_in_flight(held.events, held.bytes);
                 if full_since.is_some() && !held.full(&config) {
                     full_since = None;
                 }
                 // Resume at half the bounds, so that an outage's end does not flap pause/resume.
                 if paused && held.events <= config.max_in_flight / 2 && held.bytes <= config.max_in_flight_bytes / 2 {
-                    set_paused(consumer, false);
+                    set_paused(consumer, false, &target.metrics);
                     paused = false;
                 }
             }
             () = sleep_until(full_since.map(|since| since + PAUSE_AFTER)), if full_since.is_some() && !paused => {
                 tracing::warn!(destination = name, held = held.events, "deliveries are stalled: pausing partitions until they drain");
-                set_paused(consumer, true);
+                set_paused(consumer, true, &target.metrics);
                 paused = true;
             }
             () = sleep_until(linger), if linger.is_some() => batches.close_due(!reading),
@@ -300,13 +321,14 @@ pub(crate) async fn pump(
                 let meta = &pending.event.meta;
                 if meta.event_id.is_empty() {
                     // Not written by our router: set it aside rather than deliver it unlabelled.
-                    target.dead_letters.write(&pending, Reason::MissingMetadata, "no event_id header", None, 0).await;
+                    target.dead_letter(&pending, Reason::MissingMetadata, "no event_id header", None, 0).await;
                     finish(consumer, &pending.source);
                 } else if !config.filter.accepts(&meta.event_type, &meta.organization_id, meta.stack_id.as_deref()) {
                     finish(consumer, &pending.source);
                 } else {
                     held.events += 1;
                     held.bytes += pending.event.envelope.len();
+                    target.metrics.set_in_flight(held.events, held.bytes);
                     batches.push(pending);
                     if !reading {
                         batches.close_due(true);
@@ -316,7 +338,7 @@ pub(crate) async fn pump(
                     full_since.get_or_insert_with(Instant::now);
                     // A rebalance may have assigned new, unpaused partitions: pause them too.
                     if paused {
-                        set_paused(consumer, true);
+                        set_paused(consumer, true, &target.metrics);
                     }
                 }
             }
@@ -418,16 +440,20 @@ fn commit(consumer: &TrackingConsumer, mode: CommitMode) {
     }
 }
 
-fn set_paused(consumer: &TrackingConsumer, pause: bool) {
+fn set_paused(consumer: &TrackingConsumer, pause: bool, metrics: &SinkMetrics) {
     let result = consumer.assignment().and_then(|assignment| {
         if pause {
-            consumer.pause(&assignment)
+            consumer.pause(&assignment)?;
         } else {
-            consumer.resume(&assignment)
+            consumer.resume(&assignment)?;
         }
+        Ok(assignment.count())
     });
     match result {
-        Ok(()) => tracing::debug!(pause, "partitions paused/resumed for backpressure"),
+        Ok(partitions) => {
+            metrics.set_paused_partitions(if pause { partitions } else { 0 });
+            tracing::debug!(pause, "partitions paused/resumed for backpressure");
+        }
         Err(err) => tracing::warn!(error = %err, pause, "cannot pause/resume partitions"),
     }
 }
@@ -468,7 +494,13 @@ async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, u
         if batch.is_empty() {
             return finished;
         }
-        let delay = match post(&target, &batch).await {
+        let started = Instant::now();
+        let answer = post(&target, &batch).await;
+        let class = answer.as_ref().map_or(StatusClass::Error, |(status, ..)| {
+            StatusClass::of_status(*status)
+        });
+        target.metrics.request(class, started.elapsed());
+        let delay = match answer {
             Ok((status, retry_after_header, body)) => {
                 match classify(status, &config.retry.permanent_statuses) {
                     Action::Delivered if target.destination.format.is_bulk() => {
@@ -478,7 +510,7 @@ async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, u
                                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
                                     match outcome {
                                         ItemOutcome::Delivered => {
-                                            finished.push(finished_entry(pending))
+                                            finished.push(delivered_entry(&target, pending))
                                         }
                                         ItemOutcome::Permanent { status, reason } => {
                                             let attempts = backoff.attempts() + 1;
@@ -500,16 +532,22 @@ async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, u
                                 if batch.is_empty() {
                                     return finished;
                                 }
+                                target.metrics.retry(class);
                                 backoff.next_delay(None)
                             }
                             Err(err) => {
                                 tracing::warn!(destination = %config.name, error = %err, "bulk answer unreadable; retrying the batch");
+                                target.metrics.retry(class);
                                 backoff.next_delay(None)
                             }
                         }
                     }
                     Action::Delivered => {
-                        finished.extend(batch.into_iter().map(finished_entry));
+                        finished.extend(
+                            batch
+                                .into_iter()
+                                .map(|pending| delivered_entry(&target, pending)),
+                        );
                         return finished;
                     }
                     Action::DeadLetter => {
@@ -531,7 +569,9 @@ async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, u
                     }
                     action => {
                         let delay = backoff.next_delay(retry_after_header);
+                        target.metrics.retry(class);
                         if action == Action::RetryAuthFailure {
+                            target.metrics.auth_failure();
                             tracing::error!(
                                 destination = %config.name, status, attempt = backoff.attempts(), retry_in = ?delay,
                                 "destination refused our credentials; events are held back until they are fixed"
@@ -545,6 +585,7 @@ async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, u
             }
             Err(err) => {
                 let delay = backoff.next_delay(None);
+                target.metrics.retry(class);
                 // `without_url`: the URL may carry a credential in its query string.
                 tracing::warn!(
                     destination = %config.name, error = %err.without_url(), attempt = backoff.attempts(), retry_in = ?delay,
@@ -563,6 +604,13 @@ fn finished_entry(pending: Pending) -> (Source, usize) {
     (pending.source, size)
 }
 
+/// Counts a delivered event, with its latency from its date, and finishes it.
+fn delivered_entry(target: &Target, pending: Pending) -> (Source, usize) {
+    let age_ms = u64::try_from(now_ms() - pending.event.meta.date_ms).unwrap_or(0);
+    target.metrics.delivered(Duration::from_millis(age_ms));
+    finished_entry(pending)
+}
+
 /// Writes a dead letter, then counts the event as finished: its offset may move on only now.
 async fn dead_letter(
     target: &Target,
@@ -574,8 +622,7 @@ async fn dead_letter(
     finished: &mut Vec<(Source, usize)>,
 ) {
     target
-        .dead_letters
-        .write(&pending, reason, detail, status, attempts)
+        .dead_letter(&pending, reason, detail, status, attempts)
         .await;
     finished.push(finished_entry(pending));
 }

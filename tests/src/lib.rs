@@ -164,6 +164,8 @@ impl Process {
             .expect("process log");
         let child = Command::new(auditstream_bin())
             .args(args)
+            // Any free port, so that parallel tests never clash; `env` may set a fixed one.
+            .env("AUDITSTREAM_METRICS_LISTEN", "127.0.0.1:0")
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -1,6 +1,7 @@
 //! One module per subcommand, each with its `Args` (or `Command`) and `run`.
 
 pub mod dlq;
+pub mod lag_exporter;
 pub mod produce;
 pub mod receiver;
 pub mod replay;

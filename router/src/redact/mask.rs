@@ -87,18 +87,21 @@ impl Names {
     }
 }
 
-/// Masks a body in place; a body that mentions no name is left untouched.
-pub fn mask_body(body: &mut String, names: &Names) {
-    if let Some(masked) = mask_text(body, names, 0) {
-        *body = masked;
+/// Masks a body in place; a body that mentions no name is left untouched. Returns whether the
+/// body changed.
+pub fn mask_body(body: &mut String, names: &Names) -> bool {
+    match mask_text(body, names, 0) {
+        Some(masked) if masked != *body => {
+            *body = masked;
+            true
+        }
+        _ => false,
     }
 }
 
-/// Masks a JSON value in place (lifecycle `data`).
-pub fn mask_value(value: &mut Value, names: &Names) {
-    if !names.is_empty() {
-        walk(value, names, 0);
-    }
+/// Masks a JSON value in place (lifecycle `data`). Returns whether a field was masked.
+pub fn mask_value(value: &mut Value, names: &Names) -> bool {
+    !names.is_empty() && walk(value, names, 0)
 }
 
 /// The masked form of `text`, or `None` when it mentions no name and stays as it is.
@@ -117,28 +120,32 @@ fn mask_text(text: &str, names: &Names, depth: usize) -> Option<String> {
 
 /// `depth` counts levels of JSON text inside strings, not nesting inside one value: serde_json
 /// already refuses values nested more than 128 deep.
-fn walk(value: &mut Value, names: &Names, depth: usize) {
+/// Returns whether anything was masked.
+fn walk(value: &mut Value, names: &Names, depth: usize) -> bool {
     match value {
         Value::Object(map) => {
+            let mut masked = false;
             for (key, item) in map.iter_mut() {
                 if names.matches(key) {
                     *item = Value::String(MASK.to_owned());
+                    masked = true;
                 } else {
-                    walk(item, names, depth);
+                    masked |= walk(item, names, depth);
                 }
             }
+            masked
         }
-        Value::Array(items) => {
-            for item in items {
-                walk(item, names, depth);
-            }
-        }
-        Value::String(text) => {
-            if let Some(masked) = mask_text(text, names, depth + 1) {
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |masked, item| walk(item, names, depth) | masked),
+        Value::String(text) => match mask_text(text, names, depth + 1) {
+            Some(masked) if masked != *text => {
                 *text = masked;
+                true
             }
-        }
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+            _ => false,
+        },
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
 
