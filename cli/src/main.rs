@@ -62,6 +62,8 @@ enum Command {
     /// Inspect dead-lettered records.
     #[command(subcommand)]
     Dlq(cmd::dlq::Command),
+    /// Show every stage of the pipeline: workers, lag, rate, dead letters, last error.
+    Status(cmd::status::Args),
     /// Export the lag of every consumer group of the pipeline as Prometheus metrics.
     LagExporter(cmd::lag_exporter::Args),
     /// Run a local HTTP(S) destination that prints what it receives (for demos and tests).
@@ -122,6 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(command) => cmd::dlq::run(command, &config).await,
         Command::Replay(args) => cmd::replay::run(args, &config).await,
         Command::LagExporter(args) => cmd::lag_exporter::run(args, &config).await,
+        Command::Status(args) => cmd::status::run(args, &config).await,
         Command::Receiver(_) => unreachable!("handled above"),
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::{KafkaConfig, KafkaError};
@@ -270,64 +271,76 @@ fn committed_offsets(
         .collect())
 }
 
-/// Fills `oldest_unprocessed_ms` by reading the record at each lagging position. Positions are
-/// read once even when several groups share them; a record that does not arrive in time leaves
-/// the field empty (reported as unknown rather than guessed).
+/// Fills `oldest_unprocessed_ms` by reading the record at each lagging position. A position is
+/// read once even when several groups share it; a record that does not arrive in time leaves the
+/// field empty (reported as unknown rather than guessed).
 fn read_oldest_unprocessed(reader: &BaseConsumer, lags: &mut [PartitionLag]) {
-    let mut wanted: HashMap<(String, i32, i64), Option<i64>> = HashMap::new();
-    for lag in lags.iter().filter(|lag| lag.lag_events > 0) {
-        let position = lag.high_watermark - lag.lag_events;
-        wanted.insert((lag.topic.clone(), lag.partition, position), None);
+    let position = |lag: &PartitionLag| {
+        (
+            lag.topic.clone(),
+            lag.partition,
+            lag.high_watermark - lag.lag_events,
+        )
+    };
+    let positions: Vec<_> = lags
+        .iter()
+        .filter(|lag| lag.lag_events > 0)
+        .map(position)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let records = records_at(reader, &positions, OLDEST_RECORD_TIMEOUT);
+    for lag in lags.iter_mut().filter(|lag| lag.lag_events > 0) {
+        lag.oldest_unprocessed_ms = records
+            .get(&position(lag))
+            .and_then(|record| record.timestamp().to_millis());
     }
-    // One pass per distinct position of a partition: an assignment holds one offset each.
-    let mut remaining: Vec<(String, i32, i64)> = wanted.keys().cloned().collect();
+}
+
+/// Reads the records at `positions` (topic, partition, offset) with `reader`, waiting at most
+/// `timeout` per pass (one pass per distinct offset of a partition). Positions whose record does
+/// not arrive in time (deleted meanwhile, broker slow) are absent from the result.
+pub fn records_at(
+    reader: &BaseConsumer,
+    positions: &[(String, i32, i64)],
+    timeout: Duration,
+) -> HashMap<(String, i32, i64), OwnedMessage> {
+    let mut found = HashMap::new();
+    let mut remaining: Vec<(String, i32, i64)> = positions.to_vec();
     remaining.sort();
+    remaining.dedup();
     while !remaining.is_empty() {
-        let mut assignment = TopicPartitionList::new();
-        let mut this_pass = Vec::new();
+        // An assignment holds one offset per partition.
+        let mut this_pass: HashMap<(String, i32), i64> = HashMap::new();
         remaining.retain(|(topic, partition, offset)| {
-            if this_pass
-                .iter()
-                .any(|(t, p, _)| t == topic && p == partition)
-            {
+            let key = (topic.clone(), *partition);
+            if this_pass.contains_key(&key) {
                 return true;
             }
-            // Cannot fail: the offset is a plain one.
-            let _ = assignment.add_partition_offset(topic, *partition, Offset::Offset(*offset));
-            this_pass.push((topic.clone(), *partition, *offset));
+            this_pass.insert(key, *offset);
             false
         });
+        let mut assignment = TopicPartitionList::new();
+        for ((topic, partition), offset) in &this_pass {
+            // Cannot fail: the offset is a plain one.
+            let _ = assignment.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        }
         if reader.assign(&assignment).is_err() {
             break;
         }
-        let deadline = Instant::now() + OLDEST_RECORD_TIMEOUT;
-        let mut missing: HashSet<(String, i32)> = this_pass
-            .iter()
-            .map(|(topic, partition, _)| (topic.clone(), *partition))
-            .collect();
-        while !missing.is_empty() && Instant::now() < deadline {
+        let deadline = Instant::now() + timeout;
+        while !this_pass.is_empty() && Instant::now() < deadline {
             let Some(Ok(message)) = reader.poll(Duration::from_millis(100)) else {
                 continue;
             };
             let key = (message.topic().to_owned(), message.partition());
-            if missing.remove(&key) {
-                let offset = this_pass
-                    .iter()
-                    .find(|(t, p, _)| *t == key.0 && *p == key.1)
-                    .map_or(message.offset(), |(_, _, offset)| *offset);
-                let timestamp = message.timestamp().to_millis();
-                wanted.insert((key.0, key.1, offset), timestamp);
+            if let Some(offset) = this_pass.remove(&key) {
+                found.insert((key.0, key.1, offset), message.detach());
             }
         }
     }
     let _ = reader.unassign();
-    for lag in lags.iter_mut().filter(|lag| lag.lag_events > 0) {
-        let position = lag.high_watermark - lag.lag_events;
-        lag.oldest_unprocessed_ms = wanted
-            .get(&(lag.topic.clone(), lag.partition, position))
-            .copied()
-            .flatten();
-    }
+    found
 }
 
 /// Tells, across successive measurements, which groups are stalled: lag growing while the

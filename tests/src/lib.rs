@@ -2,6 +2,10 @@
 //! processes, and helpers to publish and verify events. Everything runs on 127.0.0.1 on free ports,
 //! so tests run in parallel without sharing anything.
 
+mod prometheus;
+
+pub use prometheus::Prometheus;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -77,7 +77,7 @@ fn now_ms() -> i64 {
 }
 
 /// The exporter's metric families.
-struct LagGauges {
+pub(crate) struct LagGauges {
     committed: IntGaugeVec,
     high_watermark: IntGaugeVec,
     lag_events: IntGaugeVec,
@@ -92,7 +92,8 @@ struct LagGauges {
 const PARTITION_LABELS: &[&str] = &["group", "destination", "topic", "partition"];
 
 impl LagGauges {
-    fn new(metrics: &Metrics) -> LagGauges {
+    /// Registers the exporter's families on `metrics`.
+    pub(crate) fn new(metrics: &Metrics) -> LagGauges {
         LagGauges {
             committed: metrics.gauge_vec(
                 "auditstream_group_committed_offset",

@@ -7,4 +7,5 @@ pub mod receiver;
 pub mod replay;
 pub mod router;
 pub mod sink;
+pub mod status;
 pub mod topics;
