@@ -13,5 +13,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build (the end-to-end tests run the auditstream binary)"
 cargo build --workspace --bins
+echo "== deploy files (promtool, docker-compose config, dashboard structure)"
+# Also installs Debian's prometheus package when missing: the end-to-end tests start a real one.
+scripts/check-deploy.sh
 echo "== cargo test"
 cargo test --workspace

@@ -6,6 +6,8 @@
 
 mod cmd;
 mod config;
+#[cfg(test)]
+mod deploy_queries;
 mod shutdown;
 mod telemetry;
 

@@ -26,7 +26,7 @@ pub(crate) enum Outcome {
 impl RouterMetrics {
     /// Registers the router's families on `metrics`.
     pub fn new(metrics: &Metrics) -> RouterMetrics {
-        RouterMetrics {
+        let router = RouterMetrics {
             events: metrics.counter_vec(
                 "auditstream_router_events_total",
                 "Raw records handled, by app and outcome (routed to an envelope topic or dead-lettered).",
@@ -50,7 +50,13 @@ impl RouterMetrics {
                 "auditstream_router_in_flight_records",
                 "Records read whose output is not yet acknowledged by the broker.",
             ),
+        };
+        // Series at 0 from the start, so that the first dead letter of a reason is an increase
+        // that rate() and increase() see, not a series appearing at 1.
+        for reason in RejectReason::ALL {
+            router.dead_letters.with_label_values(&[reason.as_str()]);
         }
+        router
     }
 
     pub(crate) fn event(&self, stream: Option<Stream>, outcome: Outcome) {
@@ -135,6 +141,7 @@ mod tests {
             r#"auditstream_router_events_total{app="gateway",outcome="routed"} 1"#,
             r#"auditstream_router_events_total{app="membership",outcome="dead_lettered"} 1"#,
             r#"auditstream_router_dead_letters_total{reason="undecodable"} 1"#,
+            r#"auditstream_router_dead_letters_total{reason="oversized"} 0"#,
             r#"auditstream_router_redactions_total{app="gateway",rule="authorization_header"} 1"#,
             r#"auditstream_router_redactions_total{app="gateway",rule="oauth_token_body"} 1"#,
         ] {

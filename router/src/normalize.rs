@@ -92,6 +92,14 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every reason, so that each counter series exists from the start at 0.
+    pub const ALL: [RejectReason; 4] = [
+        RejectReason::Undecodable,
+        RejectReason::Invalid,
+        RejectReason::Oversized,
+        RejectReason::UnknownTopic,
+    ];
+
     /// The value of the `dlq_reason` header.
     pub fn as_str(self) -> &'static str {
         match self {

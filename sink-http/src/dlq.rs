@@ -27,6 +27,14 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, so that each counter series exists from the start at 0.
+    pub const ALL: [Reason; 4] = [
+        Reason::PermanentStatus,
+        Reason::RejectedItem,
+        Reason::Expired,
+        Reason::MissingMetadata,
+    ];
+
     /// Value of the `dlq_reason` header.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -78,7 +78,7 @@ impl SinkMetrics {
                 .histogram_vec(name, help, buckets, &["destination"])
                 .with_label_values(&[destination])
         };
-        SinkMetrics {
+        let sink = SinkMetrics {
             destination: destination.to_owned(),
             delivered: one(
                 "auditstream_sink_delivered_events_total",
@@ -133,7 +133,14 @@ impl SinkMetrics {
                 "auditstream_sink_paused_partitions",
                 "Partitions paused because in-flight bounds stayed reached (destination down or slow).",
             ),
+        };
+        // Series at 0 from the start, so that the first dead letter of a reason is an increase
+        // that rate() and increase() see, not a series appearing at 1.
+        for reason in Reason::ALL {
+            sink.dead_letters
+                .with_label_values(&[destination, reason.as_str()]);
         }
+        sink
     }
 
     pub(crate) fn request(&self, class: StatusClass, duration: Duration) {
@@ -214,6 +221,7 @@ mod tests {
         metrics.dead_lettered(Reason::PermanentStatus);
         let text = registry.render();
         for line in [
+            r#"auditstream_sink_dead_letters_total{destination="splunk",reason="rejected_item"} 0"#,
             r#"auditstream_sink_requests_total{destination="splunk",status_class="5xx"} 1"#,
             r#"auditstream_sink_retries_total{destination="splunk",status_class="5xx"} 1"#,
             r#"auditstream_sink_delivered_events_total{destination="splunk"} 1"#,

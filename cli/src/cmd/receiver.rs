@@ -19,6 +19,11 @@ pub struct Args {
     /// Without it, plain HTTP.
     #[arg(long, value_name = "DIR")]
     tls_dir: Option<PathBuf>,
+    /// A host name the generated certificate covers besides localhost and 127.0.0.1, e.g.
+    /// `receiver` for sinks that reach it by that name under docker compose. Repeatable. Used
+    /// only when the certificate is generated (an existing one in --tls-dir is kept as it is).
+    #[arg(long, value_name = "NAME", requires = "tls_dir")]
+    tls_name: Vec<String>,
     /// Do not print bodies, only a count on exit.
     #[arg(long)]
     quiet: bool,
@@ -28,7 +33,11 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let tls = args.tls_dir.as_deref().map(load_or_generate).transpose()?;
+    let tls = args
+        .tls_dir
+        .as_deref()
+        .map(|dir| load_or_generate(dir, &args.tls_name))
+        .transpose()?;
     let receiver = Receiver::start(ReceiverOptions {
         listen: Some(args.listen),
         tls,
@@ -49,7 +58,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_or_generate(dir: &Path) -> anyhow::Result<SelfSignedCa> {
+fn load_or_generate(dir: &Path, names: &[String]) -> anyhow::Result<SelfSignedCa> {
     let [ca, cert, key] = ["ca.pem", "cert.pem", "key.pem"].map(|name| dir.join(name));
     if ca.exists() && cert.exists() && key.exists() {
         let read = |path: &Path| {
@@ -61,7 +70,8 @@ fn load_or_generate(dir: &Path) -> anyhow::Result<SelfSignedCa> {
             key_pem: read(&key)?,
         });
     }
-    let generated = SelfSignedCa::generate().context("generating a self-signed certificate")?;
+    let generated =
+        SelfSignedCa::generate_for(names).context("generating a self-signed certificate")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for (path, text) in [
         (&ca, &generated.ca_pem),
