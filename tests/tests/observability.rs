@@ -1,5 +1,6 @@
 //! Metrics seen through a real Prometheus: while every worker of a destination is down, the lag
 //! exporter keeps reporting its lag rising, and it returns to zero once the workers are back.
+//! `auditstream status` tells the same story.
 
 use std::path::Path;
 use std::time::Duration;
@@ -136,6 +137,10 @@ async fn lag_rises_while_a_destination_is_down_and_returns_to_zero() {
         Some(1.0),
         "the exporter does not depend on the workers"
     );
+    let down = siem_status(&config);
+    assert_eq!(down["state"], "down", "{down}");
+    assert_eq!(down["workers"], 0, "{down}");
+    assert_eq!(down["lag_events"], 500, "{down}");
 
     // Back up: it catches up, and the lag returns to zero.
     worker = sink(dir.path(), &config, sink_port);
@@ -147,5 +152,24 @@ async fn lag_rises_while_a_destination_is_down_and_returns_to_zero() {
     prometheus
         .wait_until(r#"up{job="sink"}"#, |up| up == 1.0, WAIT)
         .await;
+    let caught_up = siem_status(&config);
+    assert_eq!(caught_up["state"], "ok", "{caught_up}");
+    assert_eq!(caught_up["workers"], 1, "{caught_up}");
+    assert_eq!(caught_up["dead_letters"], 0, "{caught_up}");
     drop(worker);
+}
+
+/// The `siem` stage of `auditstream status --json`.
+fn siem_status(config: &str) -> serde_json::Value {
+    let output = run_command(&["--config", config, "status", "--json", "--window", "1s"]);
+    let start = output.find('[').expect("a JSON array");
+    let stages: serde_json::Value =
+        serde_json::from_str(&output[start..output.rfind(']').unwrap() + 1]).unwrap();
+    stages
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|stage| stage["name"] == "siem")
+        .cloned()
+        .unwrap_or_else(|| panic!("no siem stage in {output}"))
 }
