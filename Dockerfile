@@ -22,8 +22,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -m 0755 target/release/auditstream /usr/local/bin/auditstream
 
 # Stage 2: a slim runtime. ca-certificates gives the public CAs that destinations' certificates
-# chain to (a private CA is configured per destination with `tls.ca_file`); it also brings the
-# `openssl` tool, which the compose demo uses once to issue the demo receiver's certificate.
+# chain to (a private CA is configured per destination with `tls.ca_file`). The demo receiver
+# generates its own CA and certificate (`auditstream receiver --tls-dir DIR --tls-name NAME`) into
+# /var/lib/auditstream/tls, which belongs to the runtime user so that a named volume mounted there
+# is writable.
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Validates the deployment files without a Docker engine: docker-compose.yml, the Prometheus
 # configuration and alert rules (with their unit tests), the Grafana provisioning and dashboard,
-# config/compose.toml and the demo receiver's certificate script. See deploy/README.md.
+# config/compose.toml and the demo receiver's TLS set-up. See deploy/README.md.
 #
 #   scripts/check-deploy.sh
 #
@@ -270,6 +270,44 @@ if HAVE_YAML:
                   f"not in config/compose.toml ({sorted(destinations)})")
     for destination in destinations - set(sink_services.values()):
         error(f"config/compose.toml: destination {destination} has no sink service in docker-compose.yml")
+
+    # The demo receiver's TLS: it generates its CA and a certificate for the name `receiver` into
+    # a volume it mounts read-write; the sinks mount that volume read-only, trust its ca.pem, and
+    # start only once the receiver's health check has seen the files.
+    receiver = services.get("receiver", {})
+    rcommand = receiver.get("command") or []
+    def flag(command, name):
+        return command[command.index(name) + 1] if name in command[:-1] else None
+    tls_dir = flag(rcommand, "--tls-dir")
+    tls_names = [rcommand[i + 1] for i, arg in enumerate(rcommand[:-1]) if arg == "--tls-name"]
+    if tls_dir is None:
+        error("docker-compose.yml: the receiver has no --tls-dir")
+    if "receiver" not in tls_names:
+        error(f"docker-compose.yml: the receiver's certificate does not name `receiver` (--tls-name: {tls_names})")
+    def mounts(svc):
+        found = {}
+        for volume in svc.get("volumes", []):
+            parts = volume.split(":")
+            found[parts[1]] = (parts[0], "ro" in parts[2:])
+        return found
+    rmount = mounts(receiver).get(tls_dir)
+    if rmount is None or rmount[1]:
+        error(f"docker-compose.yml: the receiver does not mount {tls_dir} read-write")
+    rtest = " ".join((receiver.get("healthcheck") or {}).get("test") or [])
+    if f"{tls_dir}/ca.pem" not in rtest:
+        error(f"docker-compose.yml: the receiver's health check does not wait for {tls_dir}/ca.pem")
+    for service in sink_services:
+        svc = services[service]
+        smount = mounts(svc).get(tls_dir)
+        if smount is None or rmount is None or smount[0] != rmount[0] or not smount[1]:
+            error(f"docker-compose.yml: {service} does not mount the receiver's {tls_dir} read-only")
+        condition = ((svc.get("depends_on") or {}).get("receiver") or {}).get("condition")
+        if condition != "service_healthy":
+            error(f"docker-compose.yml: {service} does not wait for the receiver to be healthy ({condition})")
+    for d in config.get("destinations", []):
+        ca_file = (d.get("tls") or {}).get("ca_file")
+        if d.get("url", "").startswith("https://receiver:") and ca_file != f"{tls_dir}/ca.pem":
+            error(f"config/compose.toml: {d['name']} does not trust {tls_dir}/ca.pem (ca_file {ca_file!r})")
     prom = load("deploy/prometheus/prometheus.yml") or {}
     scraped = set()
     for job in prom.get("scrape_configs", []):
@@ -324,18 +362,34 @@ else
   skip "auditstream config" "no built auditstream binary (target/*/auditstream): config/compose.toml was only parsed as TOML"
 fi
 
-# --- demo receiver certificate -------------------------------------------------------------------
+# --- demo receiver certificate ------------------------------------------------------------------
 
-step "deploy/tls/issue-receiver-cert.sh"
-run "sh -n issue-receiver-cert.sh" sh -n deploy/tls/issue-receiver-cert.sh
-if have openssl; then
-  tls_dir=$work/receiver
-  # The sinks connect to https://receiver:8443 and must accept the certificate for that name.
-  run "issue and verify the receiver certificate for host receiver" sh -c \
-    "sh deploy/tls/issue-receiver-cert.sh '$tls_dir/tls' receiver localhost >/dev/null &&
-     openssl verify -CAfile '$tls_dir/tls/ca.pem' -verify_hostname receiver -purpose sslserver '$tls_dir/tls/cert.pem'"
+# The receiver generates its certificate itself (`--tls-name receiver`, as in docker-compose.yml);
+# the sinks connect to https://receiver:8443 and must accept it for that name.
+step "demo receiver certificate (auditstream receiver --tls-name receiver)"
+if [[ -z "$bin" ]]; then
+  skip "receiver certificate" "no built auditstream binary: the receiver's certificate was not generated"
+elif ! "$bin" receiver --help 2>/dev/null | grep -q -- '--tls-name'; then
+  skip "receiver certificate" "$bin has no receiver --tls-name (built before it was added): rebuild to check the certificate"
+elif ! have openssl; then
+  skip "receiver certificate" "openssl not found: the receiver's certificate was not verified"
 else
-  skip "receiver certificate" "openssl not found: the certificate script was not run"
+  receiver_cert_ok() {
+    local dir=$work/receiver-tls pid i
+    "$bin" receiver --quiet --listen 127.0.0.1:0 --tls-dir "$dir" --tls-name receiver >"$work/receiver.log" 2>&1 &
+    pid=$!
+    # The files exist before it listens; key.pem is written last.
+    for i in $(seq 1 100); do
+      [[ -f "$dir/key.pem" ]] && break
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    [[ -f "$dir/key.pem" ]] || { cat "$work/receiver.log"; return 1; }
+    openssl verify -CAfile "$dir/ca.pem" -verify_hostname receiver -purpose sslserver "$dir/cert.pem"
+  }
+  run "receiver certificate for host receiver, verified against its ca.pem ($bin)" receiver_cert_ok
 fi
 
 # --- Dockerfile ----------------------------------------------------------------------------------
