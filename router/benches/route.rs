@@ -75,6 +75,10 @@ fn bench_route(c: &mut Criterion) {
     group.bench_function("decode_only", |b| {
         b.iter(|| avro::decode_gateway(next.next().expect("cycle")).expect("valid"))
     });
+    // The reference decoder the direct one replaced, side by side.
+    group.bench_function("decode_only_generic_apache_avro", |b| {
+        b.iter(|| avro::decode_gateway_generic(next.next().expect("cycle")).expect("valid"))
+    });
     let decoded: Vec<_> = events
         .iter()
         .map(|e| avro::decode_gateway(e).expect("valid"))

@@ -13,6 +13,14 @@ pub enum SchemaError {
         #[source]
         source: Box<apache_avro::Error>,
     },
+    /// The datum does not follow the schema its header names.
+    #[error("not a valid Avro datum of schema {schema}: {reason}")]
+    AvroDatum {
+        /// Full name of the schema.
+        schema: &'static str,
+        /// What is wrong, and where.
+        reason: String,
+    },
     /// Bytes were left over after the Avro datum.
     #[error("{0} trailing bytes after the Avro datum")]
     TrailingBytes(usize),
