@@ -6,6 +6,7 @@
 
 mod cmd;
 mod config;
+mod events;
 mod shutdown;
 
 use std::path::PathBuf;
@@ -63,6 +64,11 @@ enum Command {
     Dlq(cmd::dlq::Command),
     /// Run a local HTTP(S) destination that prints what it receives (for demos and tests).
     Receiver(cmd::receiver::Args),
+    /// Lifecycle events of an organisation or a stack, newest first (table, JSON or CSV).
+    #[command(subcommand)]
+    History(cmd::history::Command),
+    /// Print normalized events as they arrive, as JSON lines (no consumer group, no commits).
+    Tail(cmd::tail::Args),
 }
 
 /// A failure the user fixes by changing the command line or the configuration (exit code 2).
@@ -118,6 +124,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => cmd::produce::run(args, &config).await,
         Command::Dlq(command) => cmd::dlq::run(command, &config).await,
         Command::Replay(args) => cmd::replay::run(args, &config).await,
+        Command::History(command) => cmd::history::run(command, &config).await,
+        Command::Tail(args) => cmd::tail::run(args, &config).await,
         Command::Receiver(_) => unreachable!("handled above"),
     }
 }

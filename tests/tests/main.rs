@@ -2,5 +2,6 @@
 //! and the `auditstream` binary built; `scripts/test.sh` takes care of both.
 
 mod delivery;
+mod inspect;
 mod pipeline;
 mod router_dead_letters;

@@ -1,9 +1,11 @@
 //! One module per subcommand, each with its `Args` (or `Command`) and `run`.
 
 pub mod dlq;
+pub mod history;
 pub mod produce;
 pub mod receiver;
 pub mod replay;
 pub mod router;
 pub mod sink;
+pub mod tail;
 pub mod topics;
