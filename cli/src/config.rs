@@ -114,6 +114,9 @@ fn describe(error: figment::Error) -> String {
 }
 
 #[cfg(test)]
+mod reference;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
