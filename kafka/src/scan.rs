@@ -188,7 +188,7 @@ fn offsets_at<C: ConsumerContext, K: Consumer<C>>(
     let found = consumer
         .offsets_for_times(query, METADATA_TIMEOUT)
         .map_err(|err| format!("cannot look up offsets by timestamp: {err}"))?;
-    found
+    let offsets: HashMap<i32, Option<i64>> = found
         .elements_for_topic(topic)
         .iter()
         .map(|element| {
@@ -204,7 +204,14 @@ fn offsets_at<C: ConsumerContext, K: Consumer<C>>(
             };
             Ok((element.partition(), offset))
         })
-        .collect()
+        .collect::<Result<_, String>>()?;
+    // Callers index the answer by partition: one missing is an error, not a skipped partition.
+    match partitions.iter().find(|p| !offsets.contains_key(p)) {
+        Some(partition) => Err(format!(
+            "the offset-by-timestamp lookup did not answer for partition {partition}"
+        )),
+        None => Ok(offsets),
+    }
 }
 
 /// Reads every partition of `topics` as records arrive, calling `visit` for each, until `stop`

@@ -9,17 +9,19 @@ use crate::config::Config;
 use crate::events::{self, Selection};
 use crate::shutdown;
 
-/// Prints normalized events as they arrive: one envelope per line on stdout (JSON lines), the
-/// bytes exactly as destinations receive them, so that the output can feed a log collector.
-/// Reads by assigning partitions: it joins no consumer group and commits nothing, so it never
-/// takes events from a sink or moves its offsets. Stops on Ctrl-C or SIGTERM; a closed pipe
-/// (`| head`) ends it quietly.
 #[derive(clap::Args)]
-#[command(after_help = "Examples:
+#[command(
+    after_help = "One envelope per line on stdout, the bytes exactly as destinations receive \
+them, flushed per line, so that the output can feed a log collector. Partitions are assigned, not \
+subscribed: tail joins no consumer group and commits nothing, so it never takes events from a sink \
+or moves its offsets. Ctrl-C or SIGTERM stops it; so does a closed pipe (`| head`), with exit code 0.
+
+Examples:
   auditstream tail
   auditstream tail --stream lifecycle --org 3f1c9a0e7b2d --type 'invitations.*'
   auditstream tail --stream module --stack 3f1c9a0e7b2d-stk0 --target '/api/ledger/*' | jq .payload.http.response.status_code
-  auditstream tail --since 10m | head -n 5")]
+  auditstream tail --since 10m | head -n 5"
+)]
 pub struct Args {
     /// Which envelope topics to follow.
     #[arg(long, value_enum, default_value = "both")]
