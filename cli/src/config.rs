@@ -135,6 +135,9 @@ fn describe(error: figment::Error) -> String {
 }
 
 #[cfg(test)]
+mod reference;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -8,6 +8,7 @@ mod cmd;
 mod config;
 #[cfg(test)]
 mod deploy_queries;
+mod events;
 mod shutdown;
 mod telemetry;
 
@@ -70,6 +71,11 @@ enum Command {
     LagExporter(cmd::lag_exporter::Args),
     /// Run a local HTTP(S) destination that prints what it receives (for demos and tests).
     Receiver(cmd::receiver::Args),
+    /// Lifecycle events of an organisation or a stack, newest first (table, JSON or CSV).
+    #[command(subcommand)]
+    History(cmd::history::Command),
+    /// Print normalized events as they arrive, as JSON lines (no consumer group, no commits).
+    Tail(cmd::tail::Args),
 }
 
 /// A failure the user fixes by changing the command line or the configuration (exit code 2).
@@ -127,6 +133,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => cmd::replay::run(args, &config).await,
         Command::LagExporter(args) => cmd::lag_exporter::run(args, &config).await,
         Command::Status(args) => cmd::status::run(args, &config).await,
+        Command::History(command) => cmd::history::run(command, &config).await,
+        Command::Tail(args) => cmd::tail::run(args, &config).await,
         Command::Receiver(_) => unreachable!("handled above"),
     }
 }

@@ -5,6 +5,8 @@
 //!   producer, low fetch wait).
 //! * [`lag`] measures how far behind the pipeline's consumer groups are, from the broker alone.
 //! * [`topics`] names the pipeline's topics and creates them with partitions and retention.
+//! * [`scan`], [`scan_window`] and [`follow`] read topics without a consumer group, for the
+//!   inspection commands.
 //! * [`OffsetTracker`] and [`TrackingContext`] implement "commit only behind finished work":
 //!   records may finish out of order, but the committed position of a partition never passes a
 //!   record that is still in flight, and revoked partitions are committed before they move.
@@ -22,4 +24,4 @@ pub use config::KafkaConfig;
 pub use error::KafkaError;
 pub use offsets::{OffsetTracker, TrackingConsumer, TrackingContext};
 pub use produce::produce_until_acked;
-pub use scan::{partitions_of, scan};
+pub use scan::{follow, partitions_of, scan, scan_window, TimeWindow};

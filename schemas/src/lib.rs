@@ -12,7 +12,8 @@
 //! `schemas/json/` ([`json_schema`]).
 //!
 //! Routing metadata that lets sinks filter without parsing the envelope travels in Kafka headers
-//! whose names are in [`headers`]. The lifecycle event types are in [`catalogue`].
+//! whose names are in [`headers`]. The lifecycle event types are in [`catalogue`]; [`pattern`]
+//! matches them (`stacks.*`) for destination filters and inspection commands.
 //!
 //! ```
 //! use auditstream_schemas::{avro, raw::RawLifecycleEvent};
@@ -33,6 +34,7 @@ pub mod envelope;
 mod error;
 pub mod headers;
 pub mod json_schema;
+pub mod pattern;
 pub mod raw;
 
 pub use error::SchemaError;

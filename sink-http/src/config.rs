@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use auditstream_kafka::topics;
+use auditstream_schemas::pattern;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
@@ -107,10 +108,7 @@ impl FilterConfig {
             || self
                 .types
                 .iter()
-                .any(|pattern| match pattern.strip_suffix('*') {
-                    Some(prefix) => event_type.starts_with(prefix),
-                    None => event_type == pattern,
-                });
+                .any(|pattern| pattern::matches(pattern, event_type));
         let organization_ok = self.organizations.is_empty()
             || self.organizations.iter().any(|o| o == organization_id);
         let stack_ok =

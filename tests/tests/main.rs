@@ -2,6 +2,7 @@
 //! and the `auditstream` binary built; `scripts/test.sh` takes care of both.
 
 mod delivery;
+mod inspect;
 mod observability;
 mod pipeline;
 mod router_dead_letters;

@@ -1,9 +1,7 @@
-use std::time::{Duration, SystemTime};
-
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use crate::config::Config;
-use crate::shutdown;
+use crate::{events, shutdown};
 
 /// Delivers a destination's dead letters again, through the same format, batching and retries as
 /// its workers. Without --since, starts where the previous replay of this destination stopped
@@ -27,8 +25,9 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
     let since = args
         .since
         .as_deref()
-        .map(parse_since)
+        .map(events::parse_time)
         .transpose()
+        .context("--since")
         .map_err(crate::UsageError)?;
     let replayed =
         auditstream_sink_http::replay(&config.kafka, destination, since, shutdown::signal())
@@ -38,38 +37,4 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         args.destination
     );
     Ok(())
-}
-
-fn parse_since(text: &str) -> anyhow::Result<SystemTime> {
-    if let Ok(date) =
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-    {
-        let nanos = u64::try_from(date.unix_timestamp_nanos()).context("--since is before 1970")?;
-        return Ok(SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos));
-    }
-    match humantime::parse_duration(text) {
-        Ok(ago) => Ok(SystemTime::now() - ago),
-        Err(_) => bail!("--since {text:?} is neither an RFC 3339 time (2026-11-22T08:00:00Z) nor a duration (2h, 30m, 7d)"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn since_accepts_times_and_durations() {
-        let at = parse_since("2026-11-22T08:00:00Z").unwrap();
-        assert_eq!(
-            at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
-            1_795_334_400
-        );
-        let ago = parse_since("2h").unwrap();
-        let expected = SystemTime::now() - Duration::from_secs(7200);
-        assert!(expected.duration_since(ago).unwrap_or_default() < Duration::from_secs(5));
-        assert!(parse_since("yesterday")
-            .unwrap_err()
-            .to_string()
-            .contains("RFC 3339"));
-    }
 }
