@@ -370,6 +370,9 @@ impl DestinationConfig {
                 "streams must name at least one of \"lifecycle\", \"module\"".to_owned(),
             ));
         }
+        for type_pattern in &self.filter.types {
+            pattern::check(type_pattern).map_err(|err| fail(format!("filter.types: {err}")))?;
+        }
         for (field, value) in [
             ("max_in_flight", self.max_in_flight),
             ("max_in_flight_bytes", self.max_in_flight_bytes),
@@ -579,6 +582,12 @@ mod tests {
                 url = "https://x"
                 headers = { Authorization = "${TOKEN}\n" }"#,
                 "not shown",
+            ),
+            (
+                r#"name = "a"
+                url = "https://x"
+                filter = { types = ["stacks.*.created"] }"#,
+                "filter.types",
             ),
         ];
         for (text, needle) in cases {
