@@ -553,7 +553,8 @@ mod tests {
             let rejection = route(Stream::Gateway, input, None, &Redaction::default()).unwrap_err();
             assert_eq!(rejection.reason, RejectReason::Undecodable);
             assert!(
-                rejection.detail.contains("Unable to allocate 120528444"),
+                // Refused by the direct decoder before any allocation.
+                rejection.detail.contains("block of 120528444 items exceeds"),
                 "{}",
                 rejection.detail
             );
