@@ -554,7 +554,9 @@ mod tests {
             assert_eq!(rejection.reason, RejectReason::Undecodable);
             assert!(
                 // Refused by the direct decoder before any allocation.
-                rejection.detail.contains("block of 120528444 items exceeds"),
+                rejection
+                    .detail
+                    .contains("block of 120528444 items exceeds"),
                 "{}",
                 rejection.detail
             );
