@@ -70,6 +70,8 @@ enum Command {
     LagExporter(cmd::lag_exporter::Args),
     /// Run a local HTTP(S) destination that prints what it receives (for demos and tests).
     Receiver(cmd::receiver::Args),
+    /// Compare published ids with received ids: published, delivered, missing, duplicates.
+    Verify(cmd::verify::Args),
 }
 
 /// A failure the user fixes by changing the command line or the configuration (exit code 2).
@@ -114,6 +116,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // The receiver is not part of the pipeline: it needs no configuration.
         return cmd::receiver::run(args).await;
     }
+    if let Command::Verify(args) = cli.command {
+        // Verification reads two files: it needs no configuration either.
+        return cmd::verify::run(args);
+    }
     let mut config = Config::load(cli.config.as_deref()).map_err(UsageError)?;
     if let Some(brokers) = cli.brokers {
         config.kafka.brokers = brokers;
@@ -127,6 +133,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => cmd::replay::run(args, &config).await,
         Command::LagExporter(args) => cmd::lag_exporter::run(args, &config).await,
         Command::Status(args) => cmd::status::run(args, &config).await,
-        Command::Receiver(_) => unreachable!("handled above"),
+        Command::Receiver(_) | Command::Verify(_) => unreachable!("handled above"),
     }
 }

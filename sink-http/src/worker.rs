@@ -586,9 +586,8 @@ async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, u
             Err(err) => {
                 let delay = backoff.next_delay(None);
                 target.metrics.retry(class);
-                // `without_url`: the URL may carry a credential in its query string.
                 tracing::warn!(
-                    destination = %config.name, error = %err.without_url(), attempt = backoff.attempts(), retry_in = ?delay,
+                    destination = %config.name, error = %client::describe_error(err), attempt = backoff.attempts(), retry_in = ?delay,
                     "delivery failed; retrying"
                 );
                 delay

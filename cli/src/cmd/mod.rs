@@ -9,3 +9,4 @@ pub mod router;
 pub mod sink;
 pub mod status;
 pub mod topics;
+pub mod verify;
