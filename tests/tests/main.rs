@@ -2,6 +2,8 @@
 //! and the `auditstream` binary built; `scripts/test.sh` takes care of both.
 
 mod delivery;
+mod faults;
 mod observability;
 mod pipeline;
 mod router_dead_letters;
+mod security;
