@@ -445,6 +445,15 @@ async fn finish(
         "{scenario}: {verdict}, missing {:?}",
         verdict.missing_ids
     );
+    // The command an operator runs says the same.
+    let printed = run_command(&[
+        "verify",
+        "--published",
+        &published_file.display().to_string(),
+        "--received",
+        &siem.ids_file.display().to_string(),
+    ]);
+    assert!(printed.starts_with(&format!("{verdict}\n")), "{printed}");
     assert!(
         verdict.unexpected_ids.is_empty(),
         "{scenario}: ids nobody published: {:?}",
