@@ -196,6 +196,12 @@ mod tests {
             ("[[destinations]]\nname = \"a\"\nurl = \"nope\"", "url is not a valid URL"),
             ("[[destinations]]\nname = \"a\"\nurl = \"https://x\"\n[[destinations]]\nname = \"a\"\nurl = \"https://y\"", "unique"),
             ("[router]\nmax_in_flight = 0", "router.max_in_flight"),
+            // Garbage instead of TOML, a section of the wrong shape, URLs without a host.
+            ("\u{0}\u{1}\u{fffd} [[[ not toml", "invalid configuration in"),
+            ("destinations = \"splunk\"", "destinations: invalid type"),
+            ("[kafka]\nbrokers = 9092", "kafka.brokers: invalid type"),
+            ("[[destinations]]\nname = \"a\"\nurl = \"https://\"", "url is not a valid URL"),
+            ("[[destinations]]\nname = \"a b\"\nurl = \"https://x\"", "name"),
         ];
         for (text, needle) in cases {
             let err = format!("{:#}", load(text).unwrap_err());

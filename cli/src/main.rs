@@ -76,6 +76,8 @@ enum Command {
     History(cmd::history::Command),
     /// Print normalized events as they arrive, as JSON lines (no consumer group, no commits).
     Tail(cmd::tail::Args),
+    /// Compare published ids with received ids: published, delivered, missing, duplicates.
+    Verify(cmd::verify::Args),
 }
 
 /// A failure the user fixes by changing the command line or the configuration (exit code 2).
@@ -120,6 +122,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // The receiver is not part of the pipeline: it needs no configuration.
         return cmd::receiver::run(args).await;
     }
+    if let Command::Verify(args) = cli.command {
+        // Verification reads two files: it needs no configuration either.
+        return cmd::verify::run(args);
+    }
     let mut config = Config::load(cli.config.as_deref()).map_err(UsageError)?;
     if let Some(brokers) = cli.brokers {
         config.kafka.brokers = brokers;
@@ -135,6 +141,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => cmd::status::run(args, &config).await,
         Command::History(command) => cmd::history::run(command, &config).await,
         Command::Tail(args) => cmd::tail::run(args, &config).await,
-        Command::Receiver(_) => unreachable!("handled above"),
+        Command::Receiver(_) | Command::Verify(_) => unreachable!("handled above"),
     }
 }

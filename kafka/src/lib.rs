@@ -21,7 +21,7 @@ mod scan;
 pub mod topics;
 
 pub use config::KafkaConfig;
-pub use error::KafkaError;
+pub use error::{is_transient, KafkaError};
 pub use offsets::{OffsetTracker, TrackingConsumer, TrackingContext};
 pub use produce::produce_until_acked;
 pub use scan::{follow, partitions_of, scan, scan_window, TimeWindow};

@@ -4,7 +4,11 @@
 //! * Every request's event id (the `x-auditstream-event-id` header, else `payload.id` of the
 //!   body) is counted, so tests can tell missing events from duplicates.
 //! * Bodies can be kept for inspection (e.g. to check that no secret survived).
-//! * [`Receiver::fail_with`] makes it answer a chosen status, to simulate an outage.
+//! * [`Receiver::fail_with`] makes it answer a chosen status, to simulate an outage;
+//!   [`Receiver::set_delay`] makes it slow, and [`Receiver::drop_connections`] breaks each
+//!   connection mid-response.
+//! * [`verify`] compares the ids a producer published with the ids a receiver recorded:
+//!   published, delivered, missing, duplicates.
 //! * [`tls::SelfSignedCa`] makes a throw-away CA and a certificate for `127.0.0.1`/`localhost`,
 //!   so that the sink can be tested with certificate verification on.
 //!
@@ -20,6 +24,7 @@
 
 mod server;
 pub mod tls;
+pub mod verify;
 
 pub use server::{Receiver, ReceiverOptions, Snapshot};
 

@@ -2,13 +2,13 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -64,6 +64,10 @@ struct Shared {
     fail_with: AtomicU16,
     /// Event ids refused with a status, as a SIEM refusing some events would.
     reject: Mutex<Option<(u16, HashSet<String>)>>,
+    /// Milliseconds to wait before handling each request; 0 means answer at once.
+    delay_ms: AtomicU64,
+    /// Break every connection in the middle of its response, storing nothing.
+    drop_connections: AtomicBool,
 }
 
 impl Shared {
@@ -124,6 +128,8 @@ impl Receiver {
             envelopes: AtomicU64::new(0),
             fail_with: AtomicU16::new(0),
             reject: Mutex::new(None),
+            delay_ms: AtomicU64::new(0),
+            drop_connections: AtomicBool::new(false),
         });
         let app = Router::new()
             .route("/", any(receive))
@@ -186,6 +192,22 @@ impl Receiver {
         self.shared
             .fail_with
             .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// Wait `delay` before handling each request from now on (`None`: answer at once), as a slow
+    /// SIEM would. The request is handled after the wait even if the client gave up meanwhile,
+    /// so a client timeout shorter than `delay` turns into a duplicate when it retries.
+    pub fn set_delay(&self, delay: Option<Duration>) {
+        let ms = delay.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.shared.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// From now on (`true`), store nothing and break each connection in the middle of its
+    /// response: the status line and part of the body go out, then the connection closes. The
+    /// status is 500, so a client that ignores the broken body still does not count the request
+    /// as accepted.
+    pub fn drop_connections(&self, on: bool) {
+        self.shared.drop_connections.store(on, Ordering::SeqCst);
     }
 
     /// Answer `status` to any request carrying one of `ids` (`None`: accept them again).
@@ -268,10 +290,50 @@ impl Drop for Receiver {
 
 async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
-    if shared.options.bulk_responses {
-        return bulk_answer(&shared, &body);
+    let delay_ms = shared.delay_ms.load(Ordering::SeqCst);
+    if delay_ms == 0 {
+        return handle(&shared, &headers, &body);
     }
-    accept(&shared, &headers, &body).into_response()
+    // A slow SIEM finishes its work even when the client has given up: handle the request in
+    // its own task, which the server does not cancel when the connection closes.
+    let task = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        handle(&shared, &headers, &body)
+    });
+    task.await
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn handle(shared: &Shared, headers: &HeaderMap, body: &Bytes) -> Response {
+    if shared.drop_connections.load(Ordering::SeqCst) {
+        return broken_response();
+    }
+    if shared.options.bulk_responses {
+        return bulk_answer(shared, body);
+    }
+    accept(shared, headers, body).into_response()
+}
+
+/// A 500 that announces a body it never finishes: the head and a first chunk are flushed, then
+/// the body fails and the server closes the connection.
+fn broken_response() -> Response {
+    let chunks = futures::stream::unfold(0u8, |step| async move {
+        match step {
+            0 => Some((Ok(Bytes::from_static(b"{\"error\":\"conn")), 1)),
+            1 => {
+                // Let the head and the first chunk reach the client before breaking off.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Some((Err(io::Error::other("connection dropped on purpose")), 2))
+            }
+            _ => None,
+        }
+    });
+    Response::builder()
+        .status(StatusCode::INTERNAL_SERVER_ERROR)
+        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_LENGTH, "1000")
+        .body(axum::body::Body::from_stream(chunks))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// An Elasticsearch `_bulk`-style answer: every `create` action line gets a `201` item.
@@ -431,5 +493,66 @@ mod tests {
             split_envelopes(&ndjson),
             [br#"{"a":1}"#.as_slice(), br#"{"b":2}"#.as_slice()]
         );
+    }
+
+    async fn post(receiver: &Receiver, id: &str, timeout: Duration) -> Result<u16, String> {
+        let client = reqwest::Client::builder().timeout(timeout).build().unwrap();
+        let response = client
+            .post(receiver.url())
+            .header(EVENT_ID_HEADER, id)
+            .body("{}")
+            .send()
+            .await
+            .map_err(|err| format!("send: {err}"))?;
+        let status = response.status().as_u16();
+        response
+            .bytes()
+            .await
+            .map_err(|err| format!("body of {status}: {err}"))?;
+        Ok(status)
+    }
+
+    #[tokio::test]
+    async fn a_delay_holds_the_answer_back_then_records() {
+        let receiver = Receiver::start(ReceiverOptions::default()).await.unwrap();
+        receiver.set_delay(Some(Duration::from_millis(300)));
+        let started = std::time::Instant::now();
+        assert_eq!(
+            post(&receiver, "slow", Duration::from_secs(5)).await,
+            Ok(200)
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // A client that gives up earlier gets a timeout; the receiver still stores the event
+        // once its delay is over, as a slow SIEM would.
+        let err = post(&receiver, "late", Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(err.contains("send"), "{err}");
+        receiver.set_delay(None);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            receiver.ids(),
+            HashSet::from(["slow".to_owned(), "late".to_owned()])
+        );
+    }
+
+    #[tokio::test]
+    async fn dropped_connections_break_mid_response_and_store_nothing() {
+        let receiver = Receiver::start(ReceiverOptions::default()).await.unwrap();
+        receiver.drop_connections(true);
+        for _ in 0..3 {
+            let err = post(&receiver, "lost", Duration::from_secs(5))
+                .await
+                .unwrap_err();
+            assert!(err.starts_with("body of 500"), "{err}");
+        }
+        assert_eq!(receiver.snapshot().distinct, 0);
+        assert_eq!(receiver.snapshot().requests, 3);
+        receiver.drop_connections(false);
+        assert_eq!(
+            post(&receiver, "kept", Duration::from_secs(5)).await,
+            Ok(200)
+        );
+        assert_eq!(receiver.ids(), HashSet::from(["kept".to_owned()]));
     }
 }

@@ -113,7 +113,15 @@ pub async fn run(
             _ = stats_tick.tick() => unknown_types.log(metrics),
             Some(source) = in_flight.next(), if !in_flight.is_empty() => finish(&consumer, source),
             message = consumer.recv(), if in_flight.len() < config.max_in_flight => {
-                let message = message.map_err(RouterError::Consume)?;
+                let message = match message {
+                    Ok(message) => message,
+                    // A broker outage: librdkafka reconnects by itself; keep polling.
+                    Err(err) if auditstream_kafka::is_transient(&err) => {
+                        tracing::warn!(error = %err, "broker unavailable; waiting for it to come back");
+                        continue;
+                    }
+                    Err(err) => return Err(RouterError::Consume(err)),
+                };
                 let (source, output, unknown_type) = process(&message, config, &redaction, metrics);
                 if let Some(event_type) = unknown_type {
                     unknown_types.count(event_type);

@@ -309,7 +309,15 @@ pub(crate) async fn pump(
             // Not read while full; read again once paused, because polling keeps this worker in
             // its group and serves rebalances (records of paused partitions do not arrive).
             message = consumer.recv(), if reading && (full_since.is_none() || paused) => {
-                let message = message.map_err(SinkError::Consume)?;
+                let message = match message {
+                    Ok(message) => message,
+                    // A broker outage: librdkafka reconnects by itself; keep polling.
+                    Err(err) if auditstream_kafka::is_transient(&err) => {
+                        tracing::warn!(error = %err, "broker unavailable; waiting for it to come back");
+                        continue;
+                    }
+                    Err(err) => return Err(SinkError::Consume(err)),
+                };
                 let pending = pending(&message);
                 consumer.context().tracker().begin(&pending.source.topic, pending.source.partition, pending.source.offset);
                 if let Until::Ends(ends) = &mut until {
@@ -586,9 +594,8 @@ async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, u
             Err(err) => {
                 let delay = backoff.next_delay(None);
                 target.metrics.retry(class);
-                // `without_url`: the URL may carry a credential in its query string.
                 tracing::warn!(
-                    destination = %config.name, error = %err.without_url(), attempt = backoff.attempts(), retry_in = ?delay,
+                    destination = %config.name, error = %client::describe_error(err), attempt = backoff.attempts(), retry_in = ?delay,
                     "delivery failed; retrying"
                 );
                 delay

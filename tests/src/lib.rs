@@ -114,8 +114,20 @@ impl Broker {
 
     /// Stops the broker (SIGKILL) and starts it again on the same port and storage.
     pub fn restart(&mut self) {
+        self.restart_after(Duration::ZERO);
+    }
+
+    /// Stops the broker (SIGKILL), leaves it down for `down`, then starts it again on the same
+    /// port and storage.
+    pub fn restart_after(&mut self, down: Duration) {
         self.stop();
+        std::thread::sleep(down);
         self.spawn();
+    }
+
+    /// Directory of the broker's storage and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     fn stop(&mut self) {

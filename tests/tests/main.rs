@@ -2,7 +2,9 @@
 //! and the `auditstream` binary built; `scripts/test.sh` takes care of both.
 
 mod delivery;
+mod faults;
 mod inspect;
 mod observability;
 mod pipeline;
 mod router_dead_letters;
+mod security;

@@ -117,6 +117,10 @@ async fn bad_records_are_dead_lettered_with_reasons_and_good_ones_flow() {
     wrong_type["timestamp"] = true.into();
     let mut bad_id = lifecycle_json.clone();
     bad_id["id"] = "not-a-uuid".into();
+    let mut empty_id = lifecycle_json.clone();
+    empty_id["id"] = "".into();
+    let mut no_id = serde_json::to_value(generator.gateway()).unwrap();
+    no_id.as_object_mut().unwrap().remove("id");
     let poison: Vec<(Stream, Vec<u8>, &str)> = vec![
         (Stream::Gateway, b"garbage".to_vec(), "undecodable"),
         (Stream::Gateway, truncated_avro, "undecodable"),
@@ -142,6 +146,16 @@ async fn bad_records_are_dead_lettered_with_reasons_and_good_ones_flow() {
             "invalid",
         ),
         (Stream::Lifecycle, Vec::new(), "undecodable"),
+        (
+            Stream::Lifecycle,
+            empty_id.to_string().into_bytes(),
+            "invalid",
+        ),
+        (
+            Stream::Gateway,
+            no_id.to_string().into_bytes(),
+            "undecodable",
+        ),
     ];
     for (stream, bytes, _) in &poison {
         publisher

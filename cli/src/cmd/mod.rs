@@ -11,3 +11,4 @@ pub mod sink;
 pub mod status;
 pub mod tail;
 pub mod topics;
+pub mod verify;
