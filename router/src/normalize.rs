@@ -212,6 +212,9 @@ pub fn gateway(raw: RawGatewayEvent, redaction: &Redaction) -> Result<Routed, Re
             },
         },
     };
+    // Room for the serialized envelope: the bodies (escaping grows JSON text a little) plus the
+    // rest of the event, so that serialization does not grow the buffer again and again.
+    let capacity = (raw.request.body.len() + raw.response.body.len()) * 5 / 4 + 1024;
     // Decide capture before converting bodies, so that bodies that are dropped are never copied.
     let streaming = redact::is_streaming(&payload.http.request.header)
         || redact::is_streaming(&payload.http.response.headers);
@@ -239,7 +242,7 @@ pub fn gateway(raw: RawGatewayEvent, redaction: &Redaction) -> Result<Routed, Re
         organization_id,
         stack_id: Some(stack_id),
         date_ms: raw.timestamp,
-        body: serde_json::to_vec(&envelope).expect("envelopes always serialize"),
+        body: to_json(&envelope, capacity),
         redactions,
     })
 }
@@ -284,9 +287,16 @@ pub fn lifecycle(
         organization_id: raw.organization_id,
         stack_id: raw.stack_id.filter(|s| !s.is_empty()),
         date_ms: raw.timestamp,
-        body: serde_json::to_vec(&envelope).expect("envelopes always serialize"),
+        body: to_json(&envelope, 1024),
         redactions,
     })
+}
+
+/// The envelope's JSON bytes, written into a buffer of `capacity` bytes to start with.
+fn to_json<P: serde::Serialize>(envelope: &Envelope<P>, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut out, envelope).expect("envelopes always serialize");
+    out
 }
 
 fn require(field: &str, value: &str) -> Result<(), Rejection> {
@@ -336,11 +346,34 @@ fn canonical_headers(raw: RawHeaders) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, values) in raw.0 {
         headers
-            .entry(canonical_header_name(&name))
+            .entry(canonicalize(name))
             .or_default()
             .extend(values);
     }
     headers
+}
+
+/// [`canonical_header_name`] reusing the name's own buffer: case changes of ASCII letters keep
+/// every byte's length, so only surrounding whitespace ever needs a new string.
+fn canonicalize(mut name: String) -> String {
+    if name.trim().len() != name.len() {
+        return canonical_header_name(&name);
+    }
+    let mut upper = true;
+    for at in 0..name.len() {
+        let byte = name.as_bytes()[at];
+        if byte.is_ascii() {
+            // One ASCII byte is a whole character, so this range is on character boundaries.
+            let letter = &mut name[at..=at];
+            if upper {
+                letter.make_ascii_uppercase();
+            } else {
+                letter.make_ascii_lowercase();
+            }
+        }
+        upper = byte == b'-';
+    }
+    name
 }
 
 fn body_text(bytes: Vec<u8>) -> String {
@@ -565,6 +598,20 @@ mod tests {
 
     #[test]
     fn header_names_are_canonical() {
+        for name in [
+            "content-TYPE",
+            " x-api-KEY\t",
+            "www-authenticate",
+            "ÄCCEPT-ünicode-x",
+            "-x--y-",
+            "",
+        ] {
+            assert_eq!(
+                canonicalize(name.to_owned()),
+                canonical_header_name(name),
+                "{name:?}"
+            );
+        }
         assert_eq!(canonical_header_name("content-TYPE"), "Content-Type");
         assert_eq!(canonical_header_name(" x-api-KEY\t"), "X-Api-Key");
         assert_eq!(
