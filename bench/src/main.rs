@@ -47,6 +47,10 @@ struct Args {
     /// Seconds of load per latency measurement.
     #[arg(long, default_value_t = 10)]
     latency_seconds: u64,
+    /// Extra librdkafka property for every client of the run, as `key=value` (repeatable), e.g.
+    /// `--kafka-property fetch.queue.backoff.ms=1000` to measure a setting side by side.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
+    kafka_properties: Vec<String>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench/results.json")]
     out: PathBuf,
@@ -234,7 +238,13 @@ async fn main() {
     let broker = Broker::start_in_memory();
     let work = tempfile::tempdir().expect("temp dir");
     let logs = work.path();
-    let kafka = KafkaConfig::with_brokers(broker.brokers());
+    let mut kafka = KafkaConfig::with_brokers(broker.brokers());
+    for pair in &args.kafka_properties {
+        let (key, value) = pair
+            .split_once('=')
+            .unwrap_or_else(|| panic!("--kafka-property {pair}: expected KEY=VALUE"));
+        kafka.properties.insert(key.to_owned(), value.to_owned());
+    }
     const PARTITIONS: i32 = 4;
 
     let batched =
@@ -297,7 +307,7 @@ async fn main() {
         &format!("format = \"ndjson\"\n{batched}"),
     );
 
-    let config = write_config(logs, &broker, PARTITIONS, &destinations);
+    let config = write_config(logs, &kafka, PARTITIONS, &destinations);
     run_command(&["--config", &config, "topics", "create"]);
     let publisher = Publisher::new(&kafka).expect("publisher");
     let mut rows = Vec::new();
@@ -436,11 +446,16 @@ async fn main() {
     eprintln!("results written to {}", args.out.display());
 }
 
-fn write_config(dir: &Path, broker: &Broker, partitions: i32, destinations: &str) -> String {
+fn write_config(dir: &Path, kafka: &KafkaConfig, partitions: i32, destinations: &str) -> String {
     let path = dir.join("bench.toml");
+    let properties: String = kafka
+        .properties
+        .iter()
+        .map(|(key, value)| format!("{key:?} = {value:?}\n"))
+        .collect();
     let text = format!(
-        "[kafka]\nbrokers = \"{}\"\n[topics]\npartitions = {partitions}\n{destinations}",
-        broker.brokers()
+        "[kafka]\nbrokers = \"{}\"\n[kafka.properties]\n{properties}[topics]\npartitions = {partitions}\n{destinations}",
+        kafka.brokers
     );
     std::fs::write(&path, text).expect("write config");
     path.display().to_string()
