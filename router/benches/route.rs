@@ -12,6 +12,7 @@ use auditstream_producer::synthetic::{GatewayKind, Generator};
 use auditstream_router::normalize::{gateway, route, Stream};
 use auditstream_router::redact::Redaction;
 use auditstream_schemas::avro;
+use auditstream_schemas::envelope::{write_gateway_json, GatewayEnvelope};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 /// Counts allocations so that the benchmark can report them per event.
@@ -90,6 +91,31 @@ fn bench_route(c: &mut Criterion) {
             |raw| gateway(raw, &redaction).expect("valid"),
             BatchSize::SmallInput,
         )
+    });
+    // Writing the envelope: the hand-written writer the router uses, and serde_json, which
+    // writes the same bytes, side by side.
+    let envelopes: Vec<GatewayEnvelope> = events
+        .iter()
+        .map(|e| {
+            let routed = route(Stream::Gateway, e, None, &redaction).expect("valid");
+            serde_json::from_slice(&routed.body).expect("envelope")
+        })
+        .collect();
+    let mut next_envelope = envelopes.iter().cycle();
+    group.bench_function("serialize_only_writer", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(2048);
+            write_gateway_json(next_envelope.next().expect("cycle"), &mut out);
+            out
+        })
+    });
+    group.bench_function("serialize_only_serde_json", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(2048);
+            serde_json::to_writer(&mut out, next_envelope.next().expect("cycle"))
+                .expect("serializes");
+            out
+        })
     });
     group.finish();
 }

@@ -14,8 +14,8 @@
 use auditstream_kafka::topics;
 use auditstream_schemas::avro;
 use auditstream_schemas::envelope::{
-    Actor, App, Envelope, GatewayPayload, HeaderMap, Http, HttpRequest, HttpResponse,
-    LifecyclePayload, SchemaVersion, GATEWAY_EVENT_TYPE,
+    write_gateway_json, Actor, App, Envelope, GatewayPayload, HeaderMap, Http, HttpRequest,
+    HttpResponse, LifecyclePayload, SchemaVersion, GATEWAY_EVENT_TYPE,
 };
 use auditstream_schemas::raw::{RawGatewayEvent, RawHeaders, RawLifecycleEvent};
 use time::OffsetDateTime;
@@ -213,7 +213,8 @@ pub fn gateway(raw: RawGatewayEvent, redaction: &Redaction) -> Result<Routed, Re
         },
     };
     // Room for the serialized envelope: the bodies (escaping grows JSON text a little) plus the
-    // rest of the event, so that serialization does not grow the buffer again and again.
+    // rest of the event, so that writing it does not grow the buffer again and again. The writer
+    // is the hand-written one (`write_gateway_json`), byte for byte serde_json's output.
     let capacity = (raw.request.body.len() + raw.response.body.len()) * 5 / 4 + 1024;
     // Decide capture before converting bodies, so that bodies that are dropped are never copied.
     let streaming = redact::is_streaming(&payload.http.request.header)
@@ -242,7 +243,11 @@ pub fn gateway(raw: RawGatewayEvent, redaction: &Redaction) -> Result<Routed, Re
         organization_id,
         stack_id: Some(stack_id),
         date_ms: raw.timestamp,
-        body: to_json(&envelope, capacity),
+        body: {
+            let mut out = Vec::with_capacity(capacity);
+            write_gateway_json(&envelope, &mut out);
+            out
+        },
         redactions,
     })
 }
@@ -287,16 +292,9 @@ pub fn lifecycle(
         organization_id: raw.organization_id,
         stack_id: raw.stack_id.filter(|s| !s.is_empty()),
         date_ms: raw.timestamp,
-        body: to_json(&envelope, 1024),
+        body: serde_json::to_vec(&envelope).expect("envelopes always serialize"),
         redactions,
     })
-}
-
-/// The envelope's JSON bytes, written into a buffer of `capacity` bytes to start with.
-fn to_json<P: serde::Serialize>(envelope: &Envelope<P>, capacity: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(capacity);
-    serde_json::to_writer(&mut out, envelope).expect("envelopes always serialize");
-    out
 }
 
 fn require(field: &str, value: &str) -> Result<(), Rejection> {

@@ -8,6 +8,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod write;
+
+pub use write::write_gateway_json;
+
 /// Header map of a captured request or response: canonical header name -> values in wire order.
 pub type HeaderMap = BTreeMap<String, Vec<String>>;
 
