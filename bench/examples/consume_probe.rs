@@ -118,7 +118,7 @@ async fn main() {
     // C: the router's loop shape without producing: TrackingConsumer, select! with a commit
     // tick, begin on read and finish at once.
     if on('C') {
-        let c = kafka.tracking_consumer("probe.c").unwrap();
+        let c: auditstream_kafka::TrackingConsumer = kafka.tracking_consumer("probe.c").unwrap();
         c.subscribe(&[topics::RAW_GATEWAY]).unwrap();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let (mut seen, mut t0, mut c0) = (0, None, 0.0);
@@ -163,7 +163,7 @@ async fn main() {
     // F: the router's loop shape with its pure work inline (route()), no produce.
     if on('F') {
         let redaction = auditstream_router::redact::Redaction::new(&Default::default());
-        let c = kafka.tracking_consumer("probe.f").unwrap();
+        let c: auditstream_kafka::TrackingConsumer = kafka.tracking_consumer("probe.f").unwrap();
         c.subscribe(&[topics::RAW_GATEWAY]).unwrap();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let (mut seen, mut t0, mut c0) = (0, None, 0.0);
@@ -192,7 +192,7 @@ async fn main() {
     // of produce_until_acked, 20k bound), copying the input as output, no route().
     if on('G') {
         let producer = kafka.future_producer().unwrap();
-        let c = kafka.tracking_consumer("probe.g").unwrap();
+        let c: auditstream_kafka::TrackingConsumer = kafka.tracking_consumer("probe.g").unwrap();
         c.subscribe(&[topics::RAW_GATEWAY]).unwrap();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut in_flight = FuturesUnordered::new();

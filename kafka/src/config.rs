@@ -117,6 +117,24 @@ impl KafkaConfig {
             })
     }
 
+    /// A producer of [`Self::producer`] with its own context, for a loop that polls its delivery
+    /// reports itself.
+    pub fn producer_with_context<C>(
+        &self,
+        context: C,
+    ) -> Result<rdkafka::producer::BaseProducer<C>, crate::KafkaError>
+    where
+        C: rdkafka::producer::ProducerContext,
+    {
+        self.producer()
+            .create_with_context(context)
+            .map_err(|source| crate::KafkaError::CreateClient {
+                kind: "producer",
+                brokers: self.brokers.clone(),
+                source,
+            })
+    }
+
     /// An admin client, for topic creation.
     pub fn admin(&self) -> ClientConfig {
         self.with_overrides(self.base())

@@ -6,20 +6,28 @@
 //! nothing is in flight. Completions may arrive in any order; the position never passes an
 //! unfinished record, so a crash can only cause redelivery, never loss.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaResult;
+use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::{KafkaConfig, KafkaError};
 
 #[derive(Debug, Default)]
 struct PartitionState {
-    in_flight: BTreeSet<i64>,
+    /// Offsets begun and not yet passed by the position, ascending, each with whether it is
+    /// finished. Finished offsets at the front are dropped at once, so the front, when there is
+    /// one, is the lowest unfinished offset. Records are begun in offset order, so `begin` is a
+    /// push at the back and `finish` usually hits the front: no allocation per record once the
+    /// window has grown to the number in flight (a `BTreeSet` allocated a node per record).
+    window: VecDeque<(i64, bool)>,
+    /// Entries of `window` not finished.
+    unfinished: usize,
     /// One past the highest offset begun.
     next: Option<i64>,
     /// Last position the broker confirmed as committed.
@@ -27,8 +35,50 @@ struct PartitionState {
 }
 
 impl PartitionState {
+    fn begin(&mut self, offset: i64) {
+        match self.window.back() {
+            Some(&(last, _)) if offset <= last => {
+                // Rare: the same or an earlier offset again (a seek). Keep the window sorted and
+                // each offset once, as a set would.
+                match self.window.binary_search_by_key(&offset, |&(o, _)| o) {
+                    Ok(at) => {
+                        if std::mem::replace(&mut self.window[at].1, false) {
+                            self.unfinished += 1;
+                        }
+                    }
+                    Err(at) => {
+                        self.window.insert(at, (offset, false));
+                        self.unfinished += 1;
+                    }
+                }
+            }
+            _ => {
+                self.window.push_back((offset, false));
+                self.unfinished += 1;
+            }
+        }
+        self.next = self.next.max(Some(offset + 1));
+    }
+
+    fn finish(&mut self, offset: i64) {
+        let at = match self.window.front() {
+            Some(&(first, _)) if first == offset => 0,
+            _ => match self.window.binary_search_by_key(&offset, |&(o, _)| o) {
+                Ok(at) => at,
+                // Not in flight here (finished already, or begun before a revocation).
+                Err(_) => return,
+            },
+        };
+        if !std::mem::replace(&mut self.window[at].1, true) {
+            self.unfinished -= 1;
+        }
+        while self.window.front().is_some_and(|&(_, finished)| finished) {
+            self.window.pop_front();
+        }
+    }
+
     fn position(&self) -> Option<i64> {
-        self.in_flight.first().copied().or(self.next)
+        self.window.front().map(|&(offset, _)| offset).or(self.next)
     }
 
     fn uncommitted_position(&self) -> Option<i64> {
@@ -58,9 +108,7 @@ impl OffsetTracker {
 
     /// Registers a record as read and not yet finished.
     pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
-        let state = self.state(topic, partition);
-        state.in_flight.insert(offset);
-        state.next = state.next.max(Some(offset + 1));
+        self.state(topic, partition).begin(offset);
     }
 
     /// Marks a record finished. Records of partitions that were revoked meanwhile are ignored.
@@ -70,7 +118,7 @@ impl OffsetTracker {
             .get_mut(topic)
             .and_then(|partitions| partitions.get_mut(&partition))
         {
-            state.in_flight.remove(&offset);
+            state.finish(offset);
         }
     }
 
@@ -79,7 +127,7 @@ impl OffsetTracker {
         self.topics
             .values()
             .flat_map(|partitions| partitions.values())
-            .map(|state| state.in_flight.len())
+            .map(|state| state.unfinished)
             .sum()
     }
 
@@ -211,8 +259,12 @@ impl ConsumerContext for TrackingContext {
 }
 
 impl KafkaConfig {
-    /// A consumer in `group` whose context tracks offsets; see [`TrackingContext`].
-    pub fn tracking_consumer(&self, group: &str) -> Result<TrackingConsumer, KafkaError> {
+    /// A consumer in `group` whose context tracks offsets; see [`TrackingContext`]. Either the
+    /// [`TrackingConsumer`] the async stages use or a `BaseConsumer` polled on a thread of its own.
+    pub fn tracking_consumer<C>(&self, group: &str) -> Result<C, KafkaError>
+    where
+        C: FromClientConfigAndContext<TrackingContext>,
+    {
         self.consumer(group)
             .create_with_context(TrackingContext::default())
             .map_err(|source| KafkaError::CreateClient {
@@ -295,5 +347,67 @@ mod tests {
         // A late completion of the forgotten partition changes nothing.
         tracker.finish("a", 1, 7);
         assert_eq!(positions(&tracker), [("a".into(), 0, 5)]);
+    }
+
+    /// The position the module docs define, computed the slow way: the lowest unfinished offset
+    /// ever begun, else one past the highest begun.
+    fn model_position(begun: &std::collections::BTreeSet<i64>, finished: &std::collections::BTreeSet<i64>) -> Option<i64> {
+        begun
+            .difference(finished)
+            .next()
+            .copied()
+            .or_else(|| begun.last().map(|last| last + 1))
+    }
+
+    proptest::proptest! {
+        /// Any order of begins (mostly ascending, sometimes a seek back) and finishes gives the
+        /// position of the set model, and the in-flight count of it.
+        #[test]
+        fn window_agrees_with_a_set_model(
+            steps in proptest::collection::vec((0i64..40, proptest::bool::weighted(0.6)), 1..200)
+        ) {
+            let mut tracker = OffsetTracker::default();
+            let mut begun = std::collections::BTreeSet::new();
+            let mut in_flight = std::collections::BTreeSet::new();
+            for (offset, is_begin) in steps {
+                if is_begin {
+                    tracker.begin("t", 0, offset);
+                    begun.insert(offset);
+                    in_flight.insert(offset);
+                } else {
+                    tracker.finish("t", 0, offset);
+                    in_flight.remove(&offset);
+                }
+                let finished: std::collections::BTreeSet<i64> =
+                    begun.difference(&in_flight).copied().collect();
+                let expected = model_position(&begun, &finished);
+                let position = tracker
+                    .to_commit()
+                    .find_partition("t", 0)
+                    .map(|element| element.offset());
+                proptest::prop_assert_eq!(position, expected.map(Offset::Offset));
+                proptest::prop_assert_eq!(tracker.in_flight(), in_flight.len());
+            }
+        }
+    }
+
+    #[test]
+    fn an_offset_begun_again_after_a_seek_holds_the_position_back() {
+        let mut tracker = OffsetTracker::default();
+        for offset in 0..4 {
+            tracker.begin("t", 0, offset);
+        }
+        tracker.finish("t", 0, 2);
+        // Seek back: 1 and 2 are read again while 0 is still in flight.
+        tracker.begin("t", 0, 1);
+        tracker.begin("t", 0, 2);
+        tracker.finish("t", 0, 0);
+        tracker.finish("t", 0, 1);
+        assert_eq!(positions(&tracker), [("t".into(), 0, 2)]);
+        tracker.finish("t", 0, 2);
+        assert_eq!(positions(&tracker), [("t".into(), 0, 3)]);
+        tracker.finish("t", 0, 3);
+        assert_eq!(positions(&tracker), [("t".into(), 0, 4)]);
+        assert_eq!(tracker.in_flight(), 0);
     }
 }

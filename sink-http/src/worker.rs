@@ -135,7 +135,7 @@ pub async fn run(
     let group = destination.group();
     let topics = destination.topics();
     let target = Arc::new(Target::new(kafka, destination, true, metrics)?);
-    let consumer = kafka.tracking_consumer(&group)?;
+    let consumer: TrackingConsumer = kafka.tracking_consumer(&group)?;
     consumer
         .subscribe(&topics)
         .map_err(|source| SinkError::Subscribe {
