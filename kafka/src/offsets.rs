@@ -9,11 +9,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaResult;
-use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::{KafkaConfig, KafkaError};
@@ -351,7 +351,10 @@ mod tests {
 
     /// The position the module docs define, computed the slow way: the lowest unfinished offset
     /// ever begun, else one past the highest begun.
-    fn model_position(begun: &std::collections::BTreeSet<i64>, finished: &std::collections::BTreeSet<i64>) -> Option<i64> {
+    fn model_position(
+        begun: &std::collections::BTreeSet<i64>,
+        finished: &std::collections::BTreeSet<i64>,
+    ) -> Option<i64> {
         begun
             .difference(finished)
             .next()

@@ -14,7 +14,9 @@ pub struct RouterConfig {
     /// the router stops reading until acknowledgements come back. Default 20000.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// Raw messages larger than this many bytes are dead-lettered as `oversized`. Default 1 MiB.
+    /// Raw messages, and envelopes, larger than this many bytes are dead-lettered as `oversized`.
+    /// Default 960 KiB (983,040 bytes). Keep it 64 KiB below the broker's `message.max.bytes`
+    /// (Kafka's default is 1,048,588), the room a dead letter needs for its headers.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
     /// How often finished offsets are committed, e.g. `"1s"`. Default 1 second.
@@ -96,8 +98,9 @@ fn default_group() -> String {
 fn default_max_in_flight() -> usize {
     20_000
 }
-/// Default of `router.max_message_bytes`.
-pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Default of `router.max_message_bytes`: 960 KiB, so that a dead letter (the record plus at most
+/// `DEAD_LETTER_ROOM` of headers) stays within Kafka's default `message.max.bytes` of 1,048,588.
+pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 960 * 1024;
 
 fn default_max_message_bytes() -> usize {
     DEFAULT_MAX_MESSAGE_BYTES

@@ -10,6 +10,9 @@ pub enum RouterError {
     /// Subscribing to the raw topics failed.
     #[error("cannot subscribe to the raw topics: {0}")]
     Subscribe(#[source] rdkafka::error::KafkaError),
+    /// The router's thread could not be started.
+    #[error("cannot start the router thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// The consumer failed in a way librdkafka does not recover from.
     #[error("consumer failed: {0}")]
     Consume(#[source] rdkafka::error::KafkaError),

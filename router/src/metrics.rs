@@ -1,16 +1,45 @@
 //! The router's metric families.
 
+use std::sync::OnceLock;
+
 use auditstream_metrics::Metrics;
 use prometheus::{IntCounter, IntCounterVec, IntGauge};
 
 use crate::normalize::{RejectReason, Stream};
-use crate::redact::Applied;
+use crate::redact::{Applied, Rule};
+
+/// Apps a raw stream can become, in the order of [`app_index`].
+const APPS: [&str; 3] = ["gateway", "membership", "unknown"];
+
+/// Series of one counter family, each looked up on first use and kept. `with_label_values`
+/// hashes the label values and takes a lock on every call, and the router counts every record;
+/// a series still appears only once it is counted, as with plain `with_label_values`.
+#[derive(Clone)]
+struct Series<const N: usize> {
+    family: IntCounterVec,
+    handles: [OnceLock<IntCounter>; N],
+}
+
+impl<const N: usize> Series<N> {
+    fn new(family: IntCounterVec) -> Self {
+        Series {
+            family,
+            handles: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn get(&self, index: usize, labels: &[&str]) -> &IntCounter {
+        self.handles[index].get_or_init(|| self.family.with_label_values(labels))
+    }
+}
 
 /// Counters and gauges of one router process, registered on its [`Metrics`].
 #[derive(Clone)]
 pub struct RouterMetrics {
-    events: IntCounterVec,
-    redactions: IntCounterVec,
+    /// By app and outcome: index `app * 2 + outcome`.
+    events: Series<6>,
+    /// By app and rule: index `app * 8 + rule`.
+    redactions: Series<{ 3 * Rule::ALL.len() }>,
     dead_letters: IntCounterVec,
     unknown_lifecycle_types: IntCounter,
     in_flight: IntGauge,
@@ -27,16 +56,16 @@ impl RouterMetrics {
     /// Registers the router's families on `metrics`.
     pub fn new(metrics: &Metrics) -> RouterMetrics {
         let router = RouterMetrics {
-            events: metrics.counter_vec(
+            events: Series::new(metrics.counter_vec(
                 "auditstream_router_events_total",
                 "Raw records handled, by app and outcome (routed to an envelope topic or dead-lettered).",
                 &["app", "outcome"],
-            ),
-            redactions: metrics.counter_vec(
+            )),
+            redactions: Series::new(metrics.counter_vec(
                 "auditstream_router_redactions_total",
                 "Events changed by a redaction rule, by app and rule.",
                 &["app", "rule"],
-            ),
+            )),
             dead_letters: metrics.counter_vec(
                 "auditstream_router_dead_letters_total",
                 "Raw records written to audit.dlq.router, by reason.",
@@ -60,19 +89,25 @@ impl RouterMetrics {
     }
 
     pub(crate) fn event(&self, stream: Option<Stream>, outcome: Outcome) {
-        let outcome = match outcome {
-            Outcome::Routed => "routed",
-            Outcome::DeadLettered => "dead_lettered",
+        self.event_series(app_index(stream), outcome).inc();
+    }
+
+    fn event_series(&self, app: usize, outcome: Outcome) -> &IntCounter {
+        let (index, label) = match outcome {
+            Outcome::Routed => (0, "routed"),
+            Outcome::DeadLettered => (1, "dead_lettered"),
         };
-        self.events
-            .with_label_values(&[app_label(stream), outcome])
-            .inc();
+        self.events.get(app * 2 + index, &[APPS[app], label])
     }
 
     pub(crate) fn redacted(&self, stream: Option<Stream>, applied: Applied) {
+        let app = app_index(stream);
         for rule in applied.rules() {
             self.redactions
-                .with_label_values(&[app_label(stream), rule.as_str()])
+                .get(
+                    app * Rule::ALL.len() + rule as usize,
+                    &[APPS[app], rule.as_str()],
+                )
                 .inc();
         }
     }
@@ -98,20 +133,21 @@ impl RouterMetrics {
         let mut dead_lettered = 0;
         // `unknown` apps cannot occur with the router's subscription; reading them would only
         // create an always-zero series.
-        for app in ["gateway", "membership"] {
-            routed += self.events.with_label_values(&[app, "routed"]).get();
-            dead_lettered += self.events.with_label_values(&[app, "dead_lettered"]).get();
+        for app in 0..2 {
+            routed += self.event_series(app, Outcome::Routed).get();
+            dead_lettered += self.event_series(app, Outcome::DeadLettered).get();
         }
         (routed, dead_lettered)
     }
 }
 
-/// The envelope app a raw stream becomes; `unknown` for a topic we do not subscribe to.
-fn app_label(stream: Option<Stream>) -> &'static str {
+/// The envelope app a raw stream becomes, as an index of [`APPS`]; `unknown` for a topic we do
+/// not subscribe to.
+fn app_index(stream: Option<Stream>) -> usize {
     match stream {
-        Some(Stream::Gateway) => "gateway",
-        Some(Stream::Lifecycle) => "membership",
-        None => "unknown",
+        Some(Stream::Gateway) => 0,
+        Some(Stream::Lifecycle) => 1,
+        None => 2,
     }
 }
 

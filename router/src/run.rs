@@ -1,20 +1,28 @@
 //! The router's Kafka loop: read raw records, route them, produce, commit behind acknowledgements.
+//!
+//! The loop runs on its own thread with librdkafka's plain clients: a `BaseConsumer` it polls for
+//! records and a `BaseProducer` it polls for delivery reports, so that one record costs no task,
+//! no channel and no cross-thread wake-up (the async clients spent about as much CPU on those as
+//! the routing itself, docs/PERFORMANCE.md). Delivery reports are served on this same thread by
+//! `producer.poll`, and each finishes its input offset in the tracker directly.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::pin;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use auditstream_kafka::topics::{self, RAW_GATEWAY, RAW_LIFECYCLE};
-use auditstream_kafka::{produce_until_acked, KafkaConfig, TrackingConsumer};
+use auditstream_kafka::{KafkaConfig, TrackingContext};
 use auditstream_schemas::envelope::App;
 use auditstream_schemas::{catalogue, headers};
-use futures::stream::FuturesUnordered;
-use futures::StreamExt;
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::FutureProducer;
-use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Message};
 
 use crate::metrics::{Outcome, RouterMetrics};
 use crate::normalize::{limit_avro_allocations, route, RejectReason, Rejection, Routed, Stream};
@@ -26,6 +34,19 @@ const STATS_INTERVAL: Duration = Duration::from_secs(60);
 /// Distinct unknown lifecycle types counted by name; more are counted together, so that a flood
 /// of odd types cannot grow the map without bound.
 const MAX_UNKNOWN_TYPES: usize = 100;
+/// How long one poll of the consumer may block when no record is there: deliveries, commits and
+/// the stop flag are looked at at least this often.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// First pause before producing a record again after the broker refused it; doubled up to
+/// [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(10);
+/// Room for headers on top of `router.max_message_bytes`: a dead letter is the raw record plus
+/// the reason, the detail, the origin and the producer's own headers, and the producer's
+/// `message.max.bytes` is set to leave this much room so that it never refuses one.
+pub(crate) const DEAD_LETTER_ROOM: usize = 64 * 1024;
+/// Longest rejection detail written to a dead letter's headers.
+const MAX_DETAIL_BYTES: usize = 1024;
 
 /// Lifecycle types outside the catalogue, by name, for the log line every [`STATS_INTERVAL`]
 /// (their count is a metric; their names are not, since they are unbounded).
@@ -60,19 +81,70 @@ impl UnknownTypes {
     }
 }
 
-/// Where a record came from, so that its offset can be finished once its output is durable.
+/// Where a record came from, so that its offset can be finished once its output is durable. It
+/// travels with the produced record as librdkafka's delivery opaque.
 struct Source {
-    topic: String,
+    /// Borrowed for the two raw topics; owned only for a record of an unexpected topic.
+    topic: Cow<'static, str>,
     partition: i32,
     offset: i64,
 }
 
-/// One record to write: an envelope or a dead letter.
-struct Output {
+/// One record to write: an envelope or a dead letter. Borrows what it can from the input record,
+/// because librdkafka copies key and payload anyway.
+struct Output<'a> {
     topic: &'static str,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
+    key: Option<Cow<'a, [u8]>>,
+    payload: Cow<'a, [u8]>,
     headers: OwnedHeaders,
+}
+
+/// A record the broker did not take, to be produced again after a pause.
+struct Refused {
+    message: OwnedMessage,
+    source: Box<Source>,
+    due: Instant,
+    pause: Duration,
+}
+
+/// The producer's context: delivery reports finish input offsets, refusals are kept for a retry.
+struct Deliveries {
+    offsets: TrackingContext,
+    /// Records produced and not yet reported.
+    in_flight: AtomicUsize,
+    refused: Mutex<Vec<Refused>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<Source>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, source: Box<Source>) {
+        match result {
+            Ok(_) => {
+                self.offsets
+                    .tracker()
+                    .finish(&source.topic, source.partition, source.offset);
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+            // librdkafka already retried for message.timeout.ms (the idempotent producer keeps
+            // order and writes once). Nothing may be skipped, so try again after a pause; the
+            // input offset stays unfinished meanwhile.
+            Err((err, message)) => {
+                tracing::warn!(error = %err, topic = message.topic(), retry_in = ?FIRST_RETRY_PAUSE, "produce failed; retrying");
+                self.refused
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner())
+                    .push(Refused {
+                        message: message.detach(),
+                        source,
+                        due: Instant::now() + FIRST_RETRY_PAUSE,
+                        pause: FIRST_RETRY_PAUSE,
+                    });
+            }
+        }
+    }
 }
 
 /// Runs the router until `shutdown` resolves, then drains in-flight records and commits.
@@ -82,102 +154,256 @@ pub async fn run(
     metrics: &RouterMetrics,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RouterError> {
-    let consumer = kafka.tracking_consumer(&config.group)?;
-    let producer = kafka.future_producer()?;
-    consumer
-        .subscribe(&[RAW_LIFECYCLE, RAW_GATEWAY])
-        .map_err(RouterError::Subscribe)?;
-    tracing::info!(group = %config.group, brokers = %kafka.brokers, "router started");
-    let redaction = Redaction::new(&config.redaction);
-    let avro_limit = limit_avro_allocations(config.max_message_bytes);
-    if avro_limit != config.max_message_bytes {
-        tracing::warn!(
-            avro_limit,
-            max_message_bytes = config.max_message_bytes,
-            "Avro allocation bound was set earlier in this process and differs from router.max_message_bytes"
-        );
+    let router = Router::new(kafka, config, metrics)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done_sender, mut done) = tokio::sync::oneshot::channel();
+    let thread_stop = Arc::clone(&stop);
+    std::thread::Builder::new()
+        .name("router".to_owned())
+        .spawn(move || {
+            // The receiver is gone only if `run` was dropped; there is no one left to tell.
+            let _ = done_sender.send(router.run(&thread_stop));
+        })
+        .map_err(RouterError::Thread)?;
+    tokio::select! {
+        () = shutdown => stop.store(true, Ordering::Relaxed),
+        result = &mut done => return result.unwrap_or(Ok(())),
+    }
+    done.await.unwrap_or(Ok(()))
+}
+
+/// The clients and settings of one router loop.
+struct Router {
+    consumer: BaseConsumer<TrackingContext>,
+    producer: BaseProducer<Deliveries>,
+    config: RouterConfig,
+    redaction: Redaction,
+    metrics: RouterMetrics,
+}
+
+impl Router {
+    fn new(
+        kafka: &KafkaConfig,
+        config: &RouterConfig,
+        metrics: &RouterMetrics,
+    ) -> Result<Router, RouterError> {
+        let consumer: BaseConsumer<TrackingContext> = kafka.tracking_consumer(&config.group)?;
+        // Raw records and envelopes are at most max_message_bytes and dead letters add headers:
+        // librdkafka must accept both (its own default is 1,000,000), unless the operator set it.
+        let mut kafka = kafka.clone();
+        kafka
+            .properties
+            .entry("message.max.bytes".to_owned())
+            .or_insert_with(|| (config.max_message_bytes + DEAD_LETTER_ROOM).to_string());
+        let producer = kafka.producer_with_context(Deliveries {
+            offsets: TrackingContext::clone(consumer.context()),
+            in_flight: AtomicUsize::new(0),
+            refused: Mutex::new(Vec::new()),
+        })?;
+        consumer
+            .subscribe(&[RAW_LIFECYCLE, RAW_GATEWAY])
+            .map_err(RouterError::Subscribe)?;
+        tracing::info!(group = %config.group, brokers = %kafka.brokers, "router started");
+        let avro_limit = limit_avro_allocations(config.max_message_bytes);
+        if avro_limit != config.max_message_bytes {
+            tracing::warn!(
+                avro_limit,
+                max_message_bytes = config.max_message_bytes,
+                "Avro allocation bound was set earlier in this process and differs from router.max_message_bytes"
+            );
+        }
+        Ok(Router {
+            consumer,
+            producer,
+            redaction: Redaction::new(&config.redaction),
+            config: config.clone(),
+            metrics: metrics.clone(),
+        })
     }
 
-    let mut in_flight = FuturesUnordered::new();
-    let mut commit_tick = tokio::time::interval(config.commit_interval);
-    let mut shutdown = pin!(shutdown);
-    let mut unknown_types = UnknownTypes::default();
-    let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            _ = commit_tick.tick() => {
-                commit(&consumer, CommitMode::Async);
-                metrics.set_in_flight(in_flight.len());
+    fn in_flight(&self) -> usize {
+        self.producer.context().in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The loop, until `stop` is set; then the drain and the final commit.
+    fn run(self, stop: &AtomicBool) -> Result<(), RouterError> {
+        let mut unknown_types = UnknownTypes::default();
+        let mut next_commit = Instant::now() + self.config.commit_interval;
+        let mut next_stats = Instant::now() + STATS_INTERVAL;
+        while !stop.load(Ordering::Relaxed) {
+            // Delivery reports: each finishes its input offset (see `Deliveries`).
+            self.producer.poll(Duration::ZERO);
+            self.produce_refused_again();
+            let now = Instant::now();
+            if now >= next_commit {
+                self.commit(CommitMode::Async);
+                self.metrics.set_in_flight(self.in_flight());
+                next_commit = now + self.config.commit_interval;
             }
-            _ = stats_tick.tick() => unknown_types.log(metrics),
-            Some(source) = in_flight.next(), if !in_flight.is_empty() => finish(&consumer, source),
-            message = consumer.recv(), if in_flight.len() < config.max_in_flight => {
-                let message = match message {
-                    Ok(message) => message,
-                    // A broker outage: librdkafka reconnects by itself; keep polling.
-                    Err(err) if auditstream_kafka::is_transient(&err) => {
-                        tracing::warn!(error = %err, "broker unavailable; waiting for it to come back");
-                        continue;
-                    }
-                    Err(err) => return Err(RouterError::Consume(err)),
-                };
-                let (source, output, unknown_type) = process(&message, config, &redaction, metrics);
-                if let Some(event_type) = unknown_type {
-                    unknown_types.count(event_type);
+            if now >= next_stats {
+                unknown_types.log(&self.metrics);
+                next_stats = now + STATS_INTERVAL;
+            }
+            if self.in_flight() >= self.config.max_in_flight {
+                // Full: wait for acknowledgements rather than read more.
+                self.producer.poll(POLL_INTERVAL);
+                continue;
+            }
+            let message = match self.consumer.poll(POLL_INTERVAL) {
+                None => continue,
+                Some(Ok(message)) => message,
+                // A broker outage: librdkafka reconnects by itself; keep polling.
+                Some(Err(err)) if auditstream_kafka::is_transient(&err) => {
+                    tracing::warn!(error = %err, "broker unavailable; waiting for it to come back");
+                    continue;
                 }
-                consumer.context().tracker().begin(&source.topic, source.partition, source.offset);
-                in_flight.push(produce(producer.clone(), output, source));
+                Some(Err(err)) => return Err(RouterError::Consume(err)),
+            };
+            if let Some(event_type) = self.handle(&message, stop) {
+                unknown_types.count(event_type);
+            }
+        }
+
+        unknown_types.log(&self.metrics);
+        tracing::info!(
+            in_flight = self.in_flight(),
+            "router stopping: draining in-flight records"
+        );
+        let deadline = Instant::now() + self.config.drain_timeout;
+        while self.in_flight() > 0 && Instant::now() < deadline {
+            self.producer.poll(POLL_INTERVAL);
+            self.produce_refused_again();
+        }
+        if self.in_flight() > 0 {
+            tracing::warn!(
+                in_flight = self.in_flight(),
+                "drain timed out; unfinished records will be routed again after restart"
+            );
+        }
+        self.commit(CommitMode::Sync);
+        Ok(())
+    }
+
+    /// Routes one record and produces its output; returns a lifecycle type outside the catalogue.
+    fn handle(&self, message: &BorrowedMessage<'_>, stop: &AtomicBool) -> Option<String> {
+        let topic = match message.topic() {
+            RAW_GATEWAY => Cow::Borrowed(RAW_GATEWAY),
+            RAW_LIFECYCLE => Cow::Borrowed(RAW_LIFECYCLE),
+            other => Cow::Owned(other.to_owned()),
+        };
+        let source = Box::new(Source {
+            topic,
+            partition: message.partition(),
+            offset: message.offset(),
+        });
+        self.consumer
+            .context()
+            .tracker()
+            .begin(&source.topic, source.partition, source.offset);
+        let (output, unknown_type) = process(message, &self.config, &self.redaction, &self.metrics);
+        self.send(output, source, stop);
+        unknown_type
+    }
+
+    /// Hands `output` to librdkafka. It only refuses at once when its queue is full (then the
+    /// delivery reports are served until there is room) or for a malformed record; anything else
+    /// comes back as a delivery report.
+    fn send(&self, output: Output<'_>, source: Box<Source>, stop: &AtomicBool) {
+        let mut record = BaseRecord::with_opaque_to(output.topic, source)
+            .payload(output.payload.as_ref())
+            .headers(output.headers);
+        if let Some(key) = &output.key {
+            record = record.key(key.as_ref());
+        }
+        let mut pause = FIRST_RETRY_PAUSE;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => {
+                    self.producer
+                        .context()
+                        .in_flight
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.producer.poll(POLL_INTERVAL);
+                }
+                Err((err, back)) => {
+                    // The offset stays unfinished, so on stop the record is routed again after
+                    // restart; until then, keep trying: nothing may be skipped.
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    tracing::error!(error = %err, topic = output.topic, retry_in = ?pause, "librdkafka refused a record; retrying");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                    record = back;
+                }
             }
         }
     }
 
-    unknown_types.log(metrics);
-    tracing::info!(
-        in_flight = in_flight.len(),
-        "router stopping: draining in-flight records"
-    );
-    let drain = async {
-        while let Some(source) = in_flight.next().await {
-            finish(&consumer, source);
+    /// Produces again the records whose delivery failed and whose pause is over.
+    fn produce_refused_again(&self) {
+        let due: Vec<Refused> = {
+            let mut refused = self
+                .producer
+                .context()
+                .refused
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            if refused.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            let (due, waiting) = refused.drain(..).partition(|r| r.due <= now);
+            *refused = waiting;
+            due
+        };
+        for refused in due {
+            let message = &refused.message;
+            let mut record = BaseRecord::with_opaque_to(message.topic(), refused.source)
+                .payload(message.payload().unwrap_or_default());
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            if let Some(headers) = message.headers() {
+                record = record.headers(headers.as_borrowed().detach());
+            }
+            if let Err((err, back)) = self.producer.send(record) {
+                let pause = (refused.pause * 2).min(MAX_RETRY_PAUSE);
+                tracing::warn!(error = %err, topic = message.topic(), retry_in = ?pause, "produce failed; retrying");
+                self.producer
+                    .context()
+                    .refused
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner())
+                    .push(Refused {
+                        message: refused.message.clone(),
+                        source: back.delivery_opaque,
+                        due: Instant::now() + pause,
+                        pause,
+                    });
+            }
         }
-    };
-    if tokio::time::timeout(config.drain_timeout, drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain timed out; unfinished records will be routed again after restart");
     }
-    commit(&consumer, CommitMode::Sync);
-    Ok(())
-}
 
-fn finish(consumer: &TrackingConsumer, source: Source) {
-    consumer
-        .context()
-        .tracker()
-        .finish(&source.topic, source.partition, source.offset);
-}
-
-fn commit(consumer: &TrackingConsumer, mode: CommitMode) {
-    if let Err(err) = consumer.context().commit(consumer, mode) {
-        tracing::warn!(error = %err, "offset commit failed; it is retried on the next tick");
+    fn commit(&self, mode: CommitMode) {
+        if let Err(err) = self.consumer.context().commit(&self.consumer, mode) {
+            tracing::warn!(error = %err, "offset commit failed; it is retried on the next tick");
+        }
     }
 }
 
 /// Routes one record: the envelope to its v2 topic, or the original bytes to the dead-letter topic.
-fn process(
-    message: &BorrowedMessage<'_>,
+fn process<'a>(
+    message: &'a BorrowedMessage<'_>,
     config: &RouterConfig,
     redaction: &Redaction,
     metrics: &RouterMetrics,
-) -> (Source, Output, Option<String>) {
+) -> (Output<'a>, Option<String>) {
     let stream = Stream::of_topic(message.topic());
-    let source = Source {
-        topic: message.topic().to_owned(),
-        partition: message.partition(),
-        offset: message.offset(),
-    };
     let payload = message.payload().unwrap_or_default();
     let result = match stream {
         // Not possible with our subscription; handled so that no record can ever be skipped.
@@ -198,7 +424,8 @@ fn process(
             payload,
             header_text(message, headers::EVENT_ID),
             redaction,
-        ),
+        )
+        .and_then(|routed| envelope_within_limit(routed, config.max_message_bytes)),
     };
     let mut unknown_type = None;
     let output = match result {
@@ -229,7 +456,24 @@ fn process(
             dead_letter_output(rejection, message)
         }
     };
-    (source, output, unknown_type)
+    (output, unknown_type)
+}
+
+/// Escaping can make an envelope larger than its raw record (a body of quotes doubles). One that
+/// is over the limit is dead-lettered like an oversized raw record: produced, it would be refused
+/// by librdkafka or the broker again and again, and hold back its partition.
+fn envelope_within_limit(routed: Routed, max_message_bytes: usize) -> Result<Routed, Rejection> {
+    if routed.body.len() > max_message_bytes {
+        return Err(Rejection {
+            reason: RejectReason::Oversized,
+            detail: format!(
+                "its envelope has {} bytes, over router.max_message_bytes = {} (JSON escaping grew it)",
+                routed.body.len(),
+                max_message_bytes
+            ),
+        });
+    }
+    Ok(routed)
 }
 
 fn header_text<'a>(message: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
@@ -240,7 +484,7 @@ fn header_text<'a>(message: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a s
         .and_then(|header| std::str::from_utf8(header.value?).ok())
 }
 
-fn envelope_output(routed: Routed, input_key: Option<&[u8]>) -> Output {
+fn envelope_output(routed: Routed, input_key: Option<&[u8]>) -> Output<'_> {
     let date_ms = routed.date_ms.to_string();
     let mut headers = OwnedHeaders::new_with_capacity(6)
         .insert(Header {
@@ -272,13 +516,13 @@ fn envelope_output(routed: Routed, input_key: Option<&[u8]>) -> Output {
     Output {
         topic: routed.topic,
         // Same key as the input, so per-key order carries over; the natural key when there was none.
-        key: Some(input_key.map_or_else(|| routed.key.into_bytes(), <[u8]>::to_vec)),
-        payload: routed.body,
+        key: Some(input_key.map_or_else(|| Cow::Owned(routed.key.into_bytes()), Cow::Borrowed)),
+        payload: Cow::Owned(routed.body),
         headers,
     }
 }
 
-fn dead_letter_output(rejection: Rejection, message: &BorrowedMessage<'_>) -> Output {
+fn dead_letter_output<'a>(rejection: Rejection, message: &'a BorrowedMessage<'_>) -> Output<'a> {
     let partition = message.partition().to_string();
     let offset = message.offset().to_string();
     let mut headers = OwnedHeaders::new_with_capacity(8)
@@ -288,7 +532,7 @@ fn dead_letter_output(rejection: Rejection, message: &BorrowedMessage<'_>) -> Ou
         })
         .insert(Header {
             key: headers::dlq::DETAIL,
-            value: Some(&rejection.detail),
+            value: Some(bounded(&rejection.detail)),
         })
         .insert(Header {
             key: headers::dlq::SOURCE_TOPIC,
@@ -310,21 +554,19 @@ fn dead_letter_output(rejection: Rejection, message: &BorrowedMessage<'_>) -> Ou
     }
     Output {
         topic: topics::ROUTER_DLQ,
-        key: message.key().map(<[u8]>::to_vec),
-        payload: message.payload().unwrap_or_default().to_vec(),
+        key: message.key().map(Cow::Borrowed),
+        payload: Cow::Borrowed(message.payload().unwrap_or_default()),
         headers,
     }
 }
 
-/// Writes `output` (see [`produce_until_acked`]) and hands back its source to be finished.
-async fn produce(producer: FutureProducer, output: Output, source: Source) -> Source {
-    produce_until_acked(
-        &producer,
-        output.topic,
-        output.key.as_deref(),
-        &output.payload,
-        &output.headers,
-    )
-    .await;
-    source
+/// At most [`MAX_DETAIL_BYTES`] of a rejection's detail, cut on a character boundary: decoder
+/// messages may quote the record, and a dead letter must stay within the room
+/// [`DEAD_LETTER_ROOM`] leaves for headers.
+fn bounded(detail: &str) -> &str {
+    let mut end = detail.len().min(MAX_DETAIL_BYTES);
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    &detail[..end]
 }

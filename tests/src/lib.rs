@@ -172,13 +172,25 @@ pub struct Process {
 impl Process {
     /// Starts `auditstream <args>` with `env` added to its environment; output goes to `<name>.log`.
     pub fn start(name: &str, log_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Process {
+        Process::start_binary(&auditstream_bin(), name, log_dir, args, env)
+    }
+
+    /// Like [`Process::start`], with another build of `auditstream` (the benchmark compares one
+    /// with the current build side by side).
+    pub fn start_binary(
+        binary: &Path,
+        name: &str,
+        log_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Process {
         let log = log_dir.join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("process log");
-        let child = Command::new(auditstream_bin())
+        let child = Command::new(binary)
             .args(args)
             // Any free port, so that parallel tests never clash; `env` may set a fixed one.
             .env("AUDITSTREAM_METRICS_LISTEN", "127.0.0.1:0")

@@ -119,12 +119,18 @@ async fn bad_records_are_dead_lettered_with_reasons_and_good_ones_flow() {
     bad_id["id"] = "not-a-uuid".into();
     let mut empty_id = lifecycle_json.clone();
     empty_id["id"] = "".into();
+    // Under max_message_bytes as raw Avro, over it as an envelope: every quote is escaped.
+    let mut quotes = generator.gateway();
+    quotes.request.body = vec![b'"'; 3000];
+    let quotes = avro::encode_gateway(&quotes).unwrap();
+    assert!(quotes.len() < 4096);
     let mut no_id = serde_json::to_value(generator.gateway()).unwrap();
     no_id.as_object_mut().unwrap().remove("id");
     let poison: Vec<(Stream, Vec<u8>, &str)> = vec![
         (Stream::Gateway, b"garbage".to_vec(), "undecodable"),
         (Stream::Gateway, truncated_avro, "undecodable"),
         (Stream::Gateway, vec![b'x'; 5000], "oversized"),
+        (Stream::Gateway, quotes, "oversized"),
         (
             Stream::Gateway,
             b"{\"id\": \"\xff\xfe\"}".to_vec(),
@@ -224,6 +230,11 @@ async fn bad_records_are_dead_lettered_with_reasons_and_good_ones_flow() {
     assert!(
         dead.iter()
             .any(|r| r[headers::dlq::DETAIL].contains("max_message_bytes")),
+        "{dead:?}"
+    );
+    assert!(
+        dead.iter()
+            .any(|r| r[headers::dlq::DETAIL].contains("its envelope has")),
         "{dead:?}"
     );
 

@@ -105,9 +105,7 @@ fn string(out: &mut Vec<u8>, text: &str) {
         // first that does. Bodies are mostly JSON text, with a quote every few bytes, so finding
         // the position matters as much as skipping.
         if let Some(word) = bytes.get(at..at + 8) {
-            let found = escape_positions(u64::from_le_bytes(
-                word.try_into().expect("eight bytes"),
-            ));
+            let found = escape_positions(u64::from_le_bytes(word.try_into().expect("eight bytes")));
             if found == 0 {
                 at += 8;
                 continue;
