@@ -51,6 +51,16 @@ struct Args {
     /// `--kafka-property fetch.queue.backoff.ms=1000` to measure a setting side by side.
     #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
     kafka_properties: Vec<String>,
+    /// Measure only these steps, comma-separated: router, single, json_array, ndjson, es_bulk,
+    /// scale, latency. The router runs in any case (it makes the envelopes the others read), so
+    /// `--only router` measures the router alone. Default: all of them.
+    #[arg(long, value_delimiter = ',', value_name = "STEPS")]
+    only: Vec<String>,
+    /// Another build of `auditstream` (say, of an earlier commit) whose router is measured too,
+    /// on the same records, in the order baseline, current, current, baseline: a before/after
+    /// ratio from one run.
+    #[arg(long, value_name = "PATH")]
+    baseline_binary: Option<PathBuf>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench/results.json")]
     out: PathBuf,
@@ -235,6 +245,24 @@ fn destination(name: &str, url: &str, extra: &str) -> String {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    let args_events = args.events;
+    const STEPS: [&str; 7] = [
+        "router",
+        "single",
+        "json_array",
+        "ndjson",
+        "es_bulk",
+        "scale",
+        "latency",
+    ];
+    if let Some(unknown) = args.only.iter().find(|s| !STEPS.contains(&s.as_str())) {
+        eprintln!(
+            "--only {unknown}: not a step; the steps are {}",
+            STEPS.join(", ")
+        );
+        std::process::exit(2);
+    }
+    let wanted = |step: &str| args.only.is_empty() || args.only.iter().any(|s| s == step);
     let broker = Broker::start_in_memory();
     let work = tempfile::tempdir().expect("temp dir");
     let logs = work.path();
@@ -321,26 +349,62 @@ async fn main() {
     let raw_rate = raw_reference.rate();
     rows.push(raw_reference);
 
-    eprintln!("router...");
-    let router = Process::start("router", logs, &["--config", &config, "router"], &[]);
-    let (seconds, cpu, rss) = measure(&router, args.events, || {
-        high_watermark(&kafka, topics::MODULE, PARTITIONS) as usize
-    })
-    .await;
-    rows.push(Row {
-        name: "router (raw -> envelope)".into(),
-        events: args.events,
-        seconds,
-        cpu_seconds: cpu,
-        peak_rss_mib: rss,
-        reference_rate: raw_rate,
-    });
+    // With a baseline, the two builds run in the order baseline, current, current, baseline,
+    // each in a group of its own so that each reads all N raw records, and each ends when its N
+    // envelopes are written. Later runs of a step are slower on this broker (about a fifth slower
+    // for the same build run twice), so only the symmetric order gives a fair ratio.
+    let current = || (None, "router (raw -> envelope)".to_owned());
+    let routers = match &args.baseline_binary {
+        Some(baseline) => {
+            let baseline = || {
+                (
+                    Some(baseline.as_path()),
+                    format!("router, baseline {}", baseline.display()),
+                )
+            };
+            vec![baseline(), current(), current(), baseline()]
+        }
+        None => vec![current()],
+    };
+    let last_current = routers.iter().rposition(|(binary, _)| binary.is_none());
+    let mut router = None;
+    for (run, (binary, name)) in routers.into_iter().enumerate() {
+        eprintln!("{name}...");
+        let group = format!("auditstream.router.bench{run}");
+        let env = [("AUDITSTREAM_ROUTER__GROUP", group.as_str())];
+        let args = ["--config", config.as_str(), "router"];
+        let process = match binary {
+            Some(binary) => {
+                Process::start_binary(binary, &format!("router-{run}"), logs, &args, &env)
+            }
+            None => Process::start(&format!("router-{run}"), logs, &args, &env),
+        };
+        let before = high_watermark(&kafka, topics::MODULE, PARTITIONS) as usize;
+        let (seconds, cpu, rss) = measure(&process, args_events, || {
+            (high_watermark(&kafka, topics::MODULE, PARTITIONS) as usize).saturating_sub(before)
+        })
+        .await;
+        rows.push(Row {
+            name,
+            events: args_events,
+            seconds,
+            cpu_seconds: cpu,
+            peak_rss_mib: rss,
+            reference_rate: raw_rate,
+        });
+        if Some(run) == last_current {
+            // The current router keeps running: the latency steps need it.
+            router = Some(process);
+        } else {
+            process.terminate();
+        }
+    }
 
     let envelope_reference = reference_consume(&kafka, topics::MODULE, args.events);
     let envelope_rate = envelope_reference.rate();
     rows.push(envelope_reference);
 
-    for (name, _, _, count, _) in &modes {
+    for (name, _, _, count, _) in modes.iter().filter(|mode| wanted(mode.0)) {
         eprintln!("sink {name}...");
         let receiver = &receivers[name];
         let sink = Process::start(
@@ -361,41 +425,43 @@ async fn main() {
         sink.terminate();
     }
 
-    eprintln!("scaling: two ndjson workers...");
-    let workers = [
-        Process::start(
-            "scale-1",
-            logs,
-            &["--config", &config, "sink", "--destination", "scale"],
-            &[],
-        ),
-        Process::start(
-            "scale-2",
-            logs,
-            &["--config", &config, "sink", "--destination", "scale"],
-            &[],
-        ),
-    ];
-    let (seconds, cpu, _) = measure(&workers[0], args.events, || {
-        scale_receiver.envelopes() as usize
-    })
-    .await;
-    let cpu = cpu.zip(cpu_seconds(workers[1].pid())).map(|(a, b)| a + b);
-    rows.push(Row {
-        name: "sink ndjson, two workers".into(),
-        events: args.events,
-        seconds,
-        cpu_seconds: cpu,
-        peak_rss_mib: None,
-        reference_rate: envelope_rate,
-    });
-    for worker in workers {
-        worker.terminate();
+    if wanted("scale") {
+        eprintln!("scaling: two ndjson workers...");
+        let workers = [
+            Process::start(
+                "scale-1",
+                logs,
+                &["--config", &config, "sink", "--destination", "scale"],
+                &[],
+            ),
+            Process::start(
+                "scale-2",
+                logs,
+                &["--config", &config, "sink", "--destination", "scale"],
+                &[],
+            ),
+        ];
+        let (seconds, cpu, _) = measure(&workers[0], args.events, || {
+            scale_receiver.envelopes() as usize
+        })
+        .await;
+        let cpu = cpu.zip(cpu_seconds(workers[1].pid())).map(|(a, b)| a + b);
+        rows.push(Row {
+            name: "sink ndjson, two workers".into(),
+            events: args.events,
+            seconds,
+            cpu_seconds: cpu,
+            peak_rss_mib: None,
+            reference_rate: envelope_rate,
+        });
+        for worker in workers {
+            worker.terminate();
+        }
     }
 
     let mut latencies = Vec::new();
     let mut latencies_seen = 0;
-    for rate in LATENCY_RATES {
+    for rate in LATENCY_RATES.into_iter().filter(|_| wanted("latency")) {
         eprintln!("latency at {rate}/s...");
         let sink = Process::start(
             &format!("latency-{rate}"),
