@@ -56,9 +56,9 @@ struct Args {
     /// `--only router` measures the router alone. Default: all of them.
     #[arg(long, value_delimiter = ',', value_name = "STEPS")]
     only: Vec<String>,
-    /// Another build of `auditstream` (say, of an earlier commit) whose router is measured too,
-    /// on the same records, in the order baseline, current, current, baseline: a before/after
-    /// ratio from one run.
+    /// Another build of `auditstream` (say, of an earlier commit) whose router and sinks are
+    /// measured too, on the same records, in the order baseline, current, current, baseline: a
+    /// before/after ratio from one run.
     #[arg(long, value_name = "PATH")]
     baseline_binary: Option<PathBuf>,
     /// Where to write the results as JSON.
@@ -289,22 +289,44 @@ async fn main() {
         ("ndjson", "ndjson", batched, args.events, false),
         ("es_bulk", "elasticsearch_bulk", batched, args.events, true),
     ];
+    // Which build runs each router and sink measurement: with a baseline, the order baseline,
+    // current, current, baseline. Later runs of a step are slower on this broker (about a fifth
+    // for the same build run twice), so only the symmetric order gives a fair ratio.
+    let runs: Vec<Option<&Path>> = match &args.baseline_binary {
+        Some(baseline) => vec![Some(baseline), None, None, Some(baseline)],
+        None => vec![None],
+    };
+    let run_name = |step: &str, run: usize| {
+        if runs.len() == 1 {
+            step.to_owned()
+        } else {
+            format!("{step}_{run}")
+        }
+    };
+    let build_label = |binary: Option<&Path>| {
+        binary.map_or_else(String::new, |b| format!(", baseline {}", b.display()))
+    };
     let mut receivers = HashMap::new();
     let mut destinations = String::new();
     for (name, format, extra, _, bulk) in &modes {
-        let receiver = Receiver::start(ReceiverOptions {
-            count_only: true,
-            bulk_responses: *bulk,
-            ..ReceiverOptions::default()
-        })
-        .await
-        .expect("receiver");
-        destinations += &destination(
-            name,
-            &receiver.url(),
-            &format!("format = \"{format}\"\n{extra}"),
-        );
-        receivers.insert(*name, receiver);
+        // A destination (so a consumer group) and a receiver per run, so that each run drains
+        // the whole backlog.
+        for run in 0..runs.len() {
+            let receiver = Receiver::start(ReceiverOptions {
+                count_only: true,
+                bulk_responses: *bulk,
+                ..ReceiverOptions::default()
+            })
+            .await
+            .expect("receiver");
+            let destination_name = run_name(name, run);
+            destinations += &destination(
+                &destination_name,
+                &receiver.url(),
+                &format!("format = \"{format}\"\n{extra}"),
+            );
+            receivers.insert(destination_name, receiver);
+        }
     }
     let latency_receiver = Receiver::start(ReceiverOptions {
         record_latency: true,
@@ -349,26 +371,10 @@ async fn main() {
     let raw_rate = raw_reference.rate();
     rows.push(raw_reference);
 
-    // With a baseline, the two builds run in the order baseline, current, current, baseline,
-    // each in a group of its own so that each reads all N raw records, and each ends when its N
-    // envelopes are written. Later runs of a step are slower on this broker (about a fifth slower
-    // for the same build run twice), so only the symmetric order gives a fair ratio.
-    let current = || (None, "router (raw -> envelope)".to_owned());
-    let routers = match &args.baseline_binary {
-        Some(baseline) => {
-            let baseline = || {
-                (
-                    Some(baseline.as_path()),
-                    format!("router, baseline {}", baseline.display()),
-                )
-            };
-            vec![baseline(), current(), current(), baseline()]
-        }
-        None => vec![current()],
-    };
-    let last_current = routers.iter().rposition(|(binary, _)| binary.is_none());
+    let last_current = runs.iter().rposition(Option::is_none);
     let mut router = None;
-    for (run, (binary, name)) in routers.into_iter().enumerate() {
+    for (run, &binary) in runs.iter().enumerate() {
+        let name = format!("router (raw -> envelope){}", build_label(binary));
         eprintln!("{name}...");
         let group = format!("auditstream.router.bench{run}");
         let env = [("AUDITSTREAM_ROUTER__GROUP", group.as_str())];
@@ -404,25 +410,32 @@ async fn main() {
     let envelope_rate = envelope_reference.rate();
     rows.push(envelope_reference);
 
-    for (name, _, _, count, _) in modes.iter().filter(|mode| wanted(mode.0)) {
-        eprintln!("sink {name}...");
-        let receiver = &receivers[name];
-        let sink = Process::start(
-            &format!("sink-{name}"),
-            logs,
-            &["--config", &config, "sink", "--destination", name],
-            &[],
-        );
-        let (seconds, cpu, rss) = measure(&sink, *count, || receiver.envelopes() as usize).await;
-        rows.push(Row {
-            name: format!("sink {name} (drain of a {count}-event backlog)"),
-            events: *count,
-            seconds,
-            cpu_seconds: cpu,
-            peak_rss_mib: rss,
-            reference_rate: envelope_rate,
-        });
-        sink.terminate();
+    for (mode, _, _, count, _) in modes.iter().filter(|mode| wanted(mode.0)) {
+        for (run, &binary) in runs.iter().enumerate() {
+            let name = run_name(mode, run);
+            eprintln!("sink {name}...");
+            let receiver = &receivers[&name];
+            let args = ["--config", config.as_str(), "sink", "--destination", &name];
+            let log = format!("sink-{name}");
+            let sink = match binary {
+                Some(binary) => Process::start_binary(binary, &log, logs, &args, &[]),
+                None => Process::start(&log, logs, &args, &[]),
+            };
+            let (seconds, cpu, rss) =
+                measure(&sink, *count, || receiver.envelopes() as usize).await;
+            rows.push(Row {
+                name: format!(
+                    "sink {mode} (drain of a {count}-event backlog){}",
+                    build_label(binary)
+                ),
+                events: *count,
+                seconds,
+                cpu_seconds: cpu,
+                peak_rss_mib: rss,
+                reference_rate: envelope_rate,
+            });
+            sink.terminate();
+        }
     }
 
     if wanted("scale") {

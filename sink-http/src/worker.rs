@@ -46,8 +46,8 @@ pub const EVENT_ID_HEADER: &str = "x-auditstream-event-id";
 /// Where a record came from.
 #[derive(Debug, Clone)]
 pub struct Source {
-    /// Topic.
-    pub topic: String,
+    /// Topic, shared by every record read from it (see [`TopicNames`]).
+    pub topic: Arc<str>,
     /// Partition.
     pub partition: i32,
     /// Offset.
@@ -266,6 +266,7 @@ pub(crate) async fn pump(
     let mut commit_tick = tokio::time::interval(config.commit_interval);
     let mut shutdown = pin!(shutdown);
     let mut reading = !matches!(&until, Until::Ends(ends) if ends.is_empty());
+    let mut topic_names = TopicNames::default();
     loop {
         while requests.len() < config.concurrency {
             let Some(batch) = batches.ready.pop_front() else {
@@ -285,11 +286,9 @@ pub(crate) async fn pump(
             () = &mut shutdown => break,
             _ = commit_tick.tick() => commit(consumer, CommitMode::Async),
             Some(finished) = requests.next(), if !requests.is_empty() => {
-                for (source, size) in finished {
-                    finish(consumer, &source);
-                    held.events -= 1;
-                    held.bytes -= size;
-                }
+                finish_all(consumer, &finished);
+                held.events -= finished.len();
+                held.bytes -= finished.iter().map(|(_, size)| size).sum::<usize>();
                 target.metrics.set_in_flight(held.events, held.bytes);
                 if full_since.is_some() && !held.full(&config) {
                     full_since = None;
@@ -318,7 +317,7 @@ pub(crate) async fn pump(
                     }
                     Err(err) => return Err(SinkError::Consume(err)),
                 };
-                let pending = pending(&message);
+                let pending = pending(&message, &mut topic_names);
                 consumer.context().tracker().begin(&pending.source.topic, pending.source.partition, pending.source.offset);
                 if let Until::Ends(ends) = &mut until {
                     if ends.get(&pending.source.partition).is_some_and(|&end| pending.source.offset + 1 >= end) {
@@ -370,9 +369,7 @@ pub(crate) async fn pump(
             let Some(finished) = requests.next().await else {
                 break;
             };
-            for (source, _) in finished {
-                finish(consumer, &source);
-            }
+            finish_all(consumer, &finished);
         }
     };
     if tokio::time::timeout(config.drain_timeout, drain)
@@ -395,35 +392,62 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn pending(message: &BorrowedMessage<'_>) -> Pending {
-    let header = |name: &str| {
-        message
-            .headers()
-            .and_then(|h| h.iter().find(|header| header.key == name))
-            .and_then(|header| std::str::from_utf8(header.value?).ok())
-            .map(str::to_owned)
+/// The names of the topics read so far, so that each record's [`Source`] shares one instead of
+/// allocating its own (a worker reads one or two topics).
+#[derive(Default)]
+struct TopicNames(Vec<Arc<str>>);
+
+impl TopicNames {
+    fn get(&mut self, topic: &str) -> Arc<str> {
+        if let Some(name) = self.0.iter().find(|name| &***name == topic) {
+            return Arc::clone(name);
+        }
+        let name: Arc<str> = Arc::from(topic);
+        self.0.push(Arc::clone(&name));
+        name
+    }
+}
+
+fn pending(message: &BorrowedMessage<'_>, topics: &mut TopicNames) -> Pending {
+    // One pass over the headers: librdkafka walks its header list on every lookup by name.
+    let mut meta = EventMeta {
+        event_id: String::new(),
+        app: String::new(),
+        event_type: String::new(),
+        organization_id: String::new(),
+        stack_id: None,
+        date_ms: 0,
     };
+    let mut date_ms = None;
+    if let Some(record_headers) = message.headers() {
+        for header in record_headers.iter() {
+            let Some(value) = header.value.and_then(|v| std::str::from_utf8(v).ok()) else {
+                continue;
+            };
+            match header.key {
+                headers::EVENT_ID => meta.event_id = value.to_owned(),
+                headers::APP => meta.app = value.to_owned(),
+                headers::TYPE => meta.event_type = value.to_owned(),
+                headers::ORGANIZATION_ID => meta.organization_id = value.to_owned(),
+                headers::STACK_ID => meta.stack_id = Some(value.to_owned()),
+                headers::DATE_MS => date_ms = value.parse().ok(),
+                _ => {}
+            }
+        }
+    }
     // Without a date header (records not from our router) the broker timestamp dates the event.
-    let date_ms = header(headers::DATE_MS)
-        .and_then(|d| d.parse().ok())
+    meta.date_ms = date_ms
         .or_else(|| message.timestamp().to_millis())
         .unwrap_or_else(now_ms);
     Pending {
         source: Source {
-            topic: message.topic().to_owned(),
+            topic: topics.get(message.topic()),
             partition: message.partition(),
             offset: message.offset(),
         },
         key: message.key().map(Bytes::copy_from_slice),
         event: Event {
-            meta: EventMeta {
-                event_id: header(headers::EVENT_ID).unwrap_or_default(),
-                app: header(headers::APP).unwrap_or_default(),
-                event_type: header(headers::TYPE).unwrap_or_default(),
-                organization_id: header(headers::ORGANIZATION_ID).unwrap_or_default(),
-                stack_id: header(headers::STACK_ID),
-                date_ms,
-            },
+            meta,
             envelope: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
         },
     }
@@ -440,6 +464,14 @@ fn finish(consumer: &TrackingConsumer, source: &Source) {
         .context()
         .tracker()
         .finish(&source.topic, source.partition, source.offset);
+}
+
+/// Finishes a delivered batch under one lock of the tracker.
+fn finish_all(consumer: &TrackingConsumer, finished: &[(Source, usize)]) {
+    let mut tracker = consumer.context().tracker();
+    for (source, _) in finished {
+        tracker.finish(&source.topic, source.partition, source.offset);
+    }
 }
 
 fn commit(consumer: &TrackingConsumer, mode: CommitMode) {
@@ -504,6 +536,8 @@ async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, u
         }
         let started = Instant::now();
         let answer = post(&target, &batch).await;
+        // One clock reading dates the delivery of the whole batch.
+        let answered_ms = now_ms();
         let class = answer.as_ref().map_or(StatusClass::Error, |(status, ..)| {
             StatusClass::of_status(*status)
         });
@@ -517,9 +551,11 @@ async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, u
                                 let mut retry = Vec::new();
                                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
                                     match outcome {
-                                        ItemOutcome::Delivered => {
-                                            finished.push(delivered_entry(&target, pending))
-                                        }
+                                        ItemOutcome::Delivered => finished.push(delivered_entry(
+                                            &target,
+                                            pending,
+                                            answered_ms,
+                                        )),
                                         ItemOutcome::Permanent { status, reason } => {
                                             let attempts = backoff.attempts() + 1;
                                             dead_letter(
@@ -554,7 +590,7 @@ async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, u
                         finished.extend(
                             batch
                                 .into_iter()
-                                .map(|pending| delivered_entry(&target, pending)),
+                                .map(|pending| delivered_entry(&target, pending, answered_ms)),
                         );
                         return finished;
                     }
@@ -611,9 +647,10 @@ fn finished_entry(pending: Pending) -> (Source, usize) {
     (pending.source, size)
 }
 
-/// Counts a delivered event, with its latency from its date, and finishes it.
-fn delivered_entry(target: &Target, pending: Pending) -> (Source, usize) {
-    let age_ms = u64::try_from(now_ms() - pending.event.meta.date_ms).unwrap_or(0);
+/// Counts a delivered event, with its latency from its date to the destination's answer at
+/// `answered_ms`, and finishes it.
+fn delivered_entry(target: &Target, pending: Pending, answered_ms: i64) -> (Source, usize) {
+    let age_ms = u64::try_from(answered_ms - pending.event.meta.date_ms).unwrap_or(0);
     target.metrics.delivered(Duration::from_millis(age_ms));
     finished_entry(pending)
 }
