@@ -6,7 +6,8 @@
 //! 1. publish N realistic ~1 KB gateway events to `audit.raw.gateway`;
 //! 2. reference: a plain librdkafka consumer reads them (events/s);
 //! 3. router: `auditstream router` turns them into envelopes (events/s, CPU µs per event, peak RSS);
-//! 4. reference: a plain consumer reads the N envelopes;
+//! 4. reference: a plain consumer reads the N envelopes; and the receiver's own request ceiling,
+//!    1 KB POSTs from a plain HTTP client with nothing read from Kafka;
 //! 5. each sink mode drains the N queued envelopes into a local receiver: one event per POST,
 //!    JSON array, NDJSON and Elasticsearch bulk (batches of 500); the drain is the backlog case,
 //!    so peak RSS here is the memory under a backlog of N events;
@@ -74,6 +75,8 @@ struct Row {
     cpu_seconds: Option<f64>,
     peak_rss_mib: Option<f64>,
     reference_rate: f64,
+    /// The receiver's own request ceiling, for the one-event-per-POST rows.
+    ceiling_rate: Option<f64>,
 }
 
 impl Row {
@@ -90,6 +93,7 @@ impl Row {
             "cpu_us_per_event": self.cpu_seconds.map(|cpu| cpu * 1e6 / self.events as f64),
             "peak_rss_mib": self.peak_rss_mib,
             "ratio_to_reference": self.rate() / self.reference_rate,
+            "ratio_to_receiver_ceiling": self.ceiling_rate.map(|ceiling| self.rate() / ceiling),
         })
     }
 }
@@ -174,7 +178,74 @@ fn reference_consume(kafka: &KafkaConfig, topic: &str, count: usize) -> Row {
         cpu_seconds: cpu,
         peak_rss_mib: None,
         reference_rate: count as f64 / seconds,
+        ceiling_rate: None,
     }
+}
+
+/// Parallel POSTs of the receiver-ceiling reference: the one-event sink's `concurrency`.
+const CEILING_CONCURRENCY: usize = 64;
+
+/// The receiver's own ceiling for one event per POST: `count` POSTs of a 1 KB JSON body from
+/// [`CEILING_CONCURRENCY`] loops of a plain reqwest client in this process, against a receiver
+/// of its own. Nothing is read from Kafka, so this bounds what any one-event sink can reach here.
+async fn receiver_ceiling(count: usize) -> Row {
+    let receiver = Receiver::start(ReceiverOptions {
+        count_only: true,
+        ..ReceiverOptions::default()
+    })
+    .await
+    .expect("receiver");
+    let body = bytes_of_one_event();
+    let client = reqwest::Client::new();
+    let url = receiver.url();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let loops: Vec<_> = (0..CEILING_CONCURRENCY)
+        .map(|_| {
+            let (client, url, body, next) =
+                (client.clone(), url.clone(), body.clone(), next.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .expect("POST to the local receiver");
+                    assert!(
+                        response.status().is_success(),
+                        "receiver answered {}",
+                        response.status()
+                    );
+                    response.bytes().await.expect("answer");
+                }
+            })
+        })
+        .collect();
+    for handle in loops {
+        handle.await.expect("POST loop");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(
+        receiver.envelopes() as usize,
+        count,
+        "every POST was counted"
+    );
+    Row {
+        name: format!("reference: receiver ceiling, 1 KB POSTs, {CEILING_CONCURRENCY} in flight"),
+        events: count,
+        seconds,
+        cpu_seconds: None,
+        peak_rss_mib: None,
+        reference_rate: count as f64 / seconds,
+        ceiling_rate: None,
+    }
+}
+
+/// A realistic ~1 KB JSON body (a generated gateway event).
+fn bytes_of_one_event() -> Vec<u8> {
+    serde_json::to_vec(&Generator::new(7).gateway()).expect("JSON")
 }
 
 /// Sum of high watermarks of a topic.
@@ -397,6 +468,7 @@ async fn main() {
             cpu_seconds: cpu,
             peak_rss_mib: rss,
             reference_rate: raw_rate,
+            ceiling_rate: None,
         });
         if Some(run) == last_current {
             // The current router keeps running: the latency steps need it.
@@ -410,6 +482,13 @@ async fn main() {
     let envelope_rate = envelope_reference.rate();
     rows.push(envelope_reference);
 
+    let mut ceiling_rate = None;
+    if wanted("single") {
+        eprintln!("receiver ceiling...");
+        let ceiling = receiver_ceiling(args.single_events).await;
+        ceiling_rate = Some(ceiling.rate());
+        rows.push(ceiling);
+    }
     for (mode, _, _, count, _) in modes.iter().filter(|mode| wanted(mode.0)) {
         for (run, &binary) in runs.iter().enumerate() {
             let name = run_name(mode, run);
@@ -433,6 +512,7 @@ async fn main() {
                 cpu_seconds: cpu,
                 peak_rss_mib: rss,
                 reference_rate: envelope_rate,
+                ceiling_rate: ceiling_rate.filter(|_| *mode == "single"),
             });
             sink.terminate();
         }
@@ -466,6 +546,7 @@ async fn main() {
             cpu_seconds: cpu,
             peak_rss_mib: None,
             reference_rate: envelope_rate,
+            ceiling_rate: None,
         });
         for worker in workers {
             worker.terminate();
@@ -541,15 +622,17 @@ fn write_config(dir: &Path, kafka: &KafkaConfig, partitions: i32, destinations: 
 }
 
 fn print_table(rows: &[Row], latencies: &[Value]) {
-    println!("| stage | events | events/s | ratio to reference | CPU µs/event | peak RSS MiB |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| stage | events | events/s | ratio to reference | ratio to receiver ceiling | CPU µs/event | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         println!(
-            "| {} | {} | {:.0} | {:.2} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {} | {} | {} |",
             row.name,
             row.events,
             row.rate(),
             row.rate() / row.reference_rate,
+            row.ceiling_rate
+                .map_or("-".into(), |ceiling| format!("{:.2}", row.rate() / ceiling)),
             row.cpu_seconds.map_or("-".into(), |cpu| format!(
                 "{:.1}",
                 cpu * 1e6 / row.events as f64
