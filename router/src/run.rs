@@ -128,9 +128,8 @@ impl ProducerContext for Deliveries {
                     .finish(&source.topic, source.partition, source.offset);
                 self.in_flight.fetch_sub(1, Ordering::Relaxed);
             }
-            // librdkafka already retried for message.timeout.ms (the idempotent producer keeps
-            // order and writes once). Nothing may be skipped, so try again after a pause; the
-            // input offset stays unfinished meanwhile.
+            // librdkafka already retried for message.timeout.ms. Nothing may be skipped, so try
+            // again after a pause; the input offset stays unfinished meanwhile.
             Err((err, message)) => {
                 tracing::warn!(error = %err, topic = message.topic(), retry_in = ?FIRST_RETRY_PAUSE, "produce failed; retrying");
                 self.refused
@@ -195,11 +194,14 @@ impl Router {
             .properties
             .entry("message.max.bytes".to_owned())
             .or_insert_with(|| (config.max_message_bytes + DEAD_LETTER_ROOM).to_string());
-        let producer = kafka.producer_with_context(Deliveries {
-            offsets: TrackingContext::clone(consumer.context()),
-            in_flight: AtomicUsize::new(0),
-            refused: Mutex::new(Vec::new()),
-        })?;
+        let producer = kafka.producer_with_context(
+            &kafka.forwarding_producer(),
+            Deliveries {
+                offsets: TrackingContext::clone(consumer.context()),
+                in_flight: AtomicUsize::new(0),
+                refused: Mutex::new(Vec::new()),
+            },
+        )?;
         consumer
             .subscribe(&[RAW_LIFECYCLE, RAW_GATEWAY])
             .map_err(RouterError::Subscribe)?;
@@ -515,7 +517,8 @@ fn envelope_output(routed: Routed, input_key: Option<&[u8]>) -> Output<'_> {
     }
     Output {
         topic: routed.topic,
-        // Same key as the input, so per-key order carries over; the natural key when there was none.
+        // Same key as the input, so the input's partitioning carries over (order too, but for a retry
+        // among the producer's 5 requests in flight); the natural key when there was none.
         key: Some(input_key.map_or_else(|| Cow::Owned(routed.key.into_bytes()), Cow::Borrowed)),
         payload: Cow::Owned(routed.body),
         headers,
