@@ -11,7 +11,8 @@
 //! 5. each sink mode drains the N queued envelopes into a local receiver: one event per POST,
 //!    JSON array, NDJSON and Elasticsearch bulk (batches of 500); the drain is the backlog case,
 //!    so peak RSS here is the memory under a backlog of N events;
-//! 6. latency from produce to receipt at 1,000 and 10,000 events/s (one event per POST);
+//! 6. latency from produce to receipt at 1,000 and 10,000 events/s (one event per POST), on a
+//!    fresh broker with a router of its own;
 //! 7. two workers of one destination versus one.
 //!
 //! CPU time and peak RSS are read from `/proc/<pid>` of the measured process only. Rates are
@@ -399,23 +400,6 @@ async fn main() {
             receivers.insert(destination_name, receiver);
         }
     }
-    let latency_receiver = Receiver::start(ReceiverOptions {
-        record_latency: true,
-        ..ReceiverOptions::default()
-    })
-    .await
-    .expect("receiver");
-    // The latency destination only takes the events published for the latency runs (their
-    // generators' organisations), so it need not drain the backlog the other steps leave behind.
-    let latency_organizations: Vec<String> = LATENCY_RATES
-        .iter()
-        .flat_map(|&rate| Generator::new(rate).organizations().to_vec())
-        .collect();
-    destinations += &destination(
-        "latency",
-        &latency_receiver.url(),
-        &format!("concurrency = 64\nfilter = {{ organizations = {latency_organizations:?} }}"),
-    );
     let scale_receiver = Receiver::start(ReceiverOptions {
         count_only: true,
         ..ReceiverOptions::default()
@@ -428,7 +412,7 @@ async fn main() {
         &format!("format = \"ndjson\"\n{batched}"),
     );
 
-    let config = write_config(logs, &kafka, PARTITIONS, &destinations);
+    let config = write_config(logs, "bench.toml", &kafka, PARTITIONS, &destinations);
     run_command(&["--config", &config, "topics", "create"]);
     let publisher = Publisher::new(&kafka).expect("publisher");
     let mut rows = Vec::new();
@@ -553,20 +537,57 @@ async fn main() {
         }
     }
 
+    // Latency on a broker of its own: the throughput steps leave gigabytes in the first one's
+    // memory, which slows nisshi itself (its plain consume rate falls by half after a run of
+    // 1,000,000 events), and live traffic should not be measured behind that.
+    drop(router);
+    drop(publisher);
+    drop(broker);
+    let latency_broker = wanted("latency").then(Broker::start_in_memory);
+    let latency_receiver = Receiver::start(ReceiverOptions {
+        record_latency: true,
+        ..ReceiverOptions::default()
+    })
+    .await
+    .expect("receiver");
+    let mut latency_steps = None;
+    if let Some(latency_broker) = &latency_broker {
+        let mut latency_kafka = KafkaConfig::with_brokers(latency_broker.brokers());
+        latency_kafka.properties = kafka.properties.clone();
+        let latency_config = write_config(
+            logs,
+            "latency.toml",
+            &latency_kafka,
+            PARTITIONS,
+            &destination("latency", &latency_receiver.url(), "concurrency = 64"),
+        );
+        run_command(&["--config", &latency_config, "topics", "create"]);
+        let router = Process::start(
+            "latency-router",
+            logs,
+            &["--config", &latency_config, "router"],
+            &[],
+        );
+        let publisher = Publisher::new(&latency_kafka).expect("publisher");
+        latency_steps = Some((latency_config, router, publisher));
+    }
     let mut latencies = Vec::new();
     let mut latencies_seen = 0;
-    for rate in LATENCY_RATES.into_iter().filter(|_| wanted("latency")) {
+    for rate in LATENCY_RATES {
+        let Some((config, _, publisher)) = &latency_steps else {
+            break;
+        };
         eprintln!("latency at {rate}/s...");
         let sink = Process::start(
             &format!("latency-{rate}"),
             logs,
-            &["--config", &config, "sink", "--destination", "latency"],
+            &["--config", config, "sink", "--destination", "latency"],
             &[],
         );
-        // Warm up: once these arrive, the sink has joined its group and skipped the backlog
-        // (filtered out), so what follows measures live traffic only.
+        // Warm up: once these arrive, the sink has joined its group and delivers live traffic
+        // (those of the previous rate included), so what follows measures live traffic only.
         let warm_up = 200;
-        publish(&publisher, rate, warm_up, 200).await;
+        publish(publisher, rate, warm_up, 200).await;
         let deadline = Instant::now() + Duration::from_secs(120);
         while latency_receiver.latency_samples() < latencies_seen + warm_up
             && Instant::now() < deadline
@@ -575,7 +596,7 @@ async fn main() {
         }
         let skip = latency_receiver.latency_samples();
         let count = (rate * args.latency_seconds) as usize;
-        publish(&publisher, rate, count, rate).await;
+        publish(publisher, rate, count, rate).await;
         let deadline = Instant::now() + Duration::from_secs(60);
         while latency_receiver.latency_samples() < skip + count && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -589,7 +610,7 @@ async fn main() {
         }));
         sink.terminate();
     }
-    drop(router);
+    drop(latency_steps);
 
     print_table(&rows, &latencies);
     let results = json!({
@@ -606,8 +627,14 @@ async fn main() {
     eprintln!("results written to {}", args.out.display());
 }
 
-fn write_config(dir: &Path, kafka: &KafkaConfig, partitions: i32, destinations: &str) -> String {
-    let path = dir.join("bench.toml");
+fn write_config(
+    dir: &Path,
+    name: &str,
+    kafka: &KafkaConfig,
+    partitions: i32,
+    destinations: &str,
+) -> String {
+    let path = dir.join(name);
     let properties: String = kafka
         .properties
         .iter()
