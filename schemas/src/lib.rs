@@ -34,6 +34,7 @@ pub mod envelope;
 mod error;
 pub mod headers;
 pub mod json_schema;
+pub mod json_string;
 pub mod pattern;
 pub mod raw;
 

@@ -2,9 +2,10 @@
 //!
 //! Every routed gateway event is serialized once, and most of its bytes are bodies and header
 //! values. serde_json escapes strings one byte at a time, and its `Formatter` hooks cannot replace
-//! that loop, so this writer copies runs of bytes that need no escaping eight at a time. The output
-//! is byte for byte what `serde_json::to_vec` writes for the same envelope (same field order, same
-//! escapes, same omitted fields): a property test compares the two on random envelopes.
+//! that loop, so this writer escapes with [`crate::json_string`], which copies runs of bytes that
+//! need no escaping eight at a time. The output is byte for byte what `serde_json::to_vec` writes for
+//! the same envelope (same field order, same escapes, same omitted fields): a property test
+//! compares the two on random envelopes.
 
 use std::io::Write;
 
@@ -92,89 +93,9 @@ fn headers(out: &mut Vec<u8>, headers: &HeaderMap) {
     out.push(b'}');
 }
 
-/// A JSON string with serde_json's escapes: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, and
-/// `\u00xx` (lower-case hex) for the other control characters; everything else as is.
+/// `text` as a JSON string literal.
 fn string(out: &mut Vec<u8>, text: &str) {
-    let bytes = text.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    let mut plain_from = 0;
-    let mut at = 0;
-    while at < bytes.len() {
-        // Eight bytes at a time: skip them when none needs escaping, else jump straight to the
-        // first that does. Bodies are mostly JSON text, with a quote every few bytes, so finding
-        // the position matters as much as skipping.
-        if let Some(word) = bytes.get(at..at + 8) {
-            let found = escape_positions(u64::from_le_bytes(word.try_into().expect("eight bytes")));
-            if found == 0 {
-                at += 8;
-                continue;
-            }
-            at += found.trailing_zeros() as usize / 8;
-        }
-        let byte = bytes[at];
-        if let Some(escape) = escape(byte) {
-            out.extend_from_slice(&bytes[plain_from..at]);
-            escape.write(out);
-            plain_from = at + 1;
-        }
-        at += 1;
-    }
-    out.extend_from_slice(&bytes[plain_from..]);
-    out.push(b'"');
-}
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// The high bit of each of the eight bytes (little-endian) that is a control character, `"` or
-/// `\`, or 0 when there is none. Only the lowest set bit is exact: a borrow can also set the bits
-/// of bytes above a match, which is harmless because the caller looks at the first one only.
-fn escape_positions(word: u64) -> u64 {
-    // `v - ONES & !v & HIGHS` marks the zero bytes of `v` (the classic bit trick), so XOR with a
-    // repeated byte marks the bytes equal to it; with `n * ONES` subtracted instead, it marks
-    // the bytes below `n`. Bytes >= 0x80 never match: UTF-8 sequences pass through.
-    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-    below_space
-        | zero_bytes(word ^ (ONES * u64::from(b'"')))
-        | zero_bytes(word ^ (ONES * u64::from(b'\\')))
-}
-
-enum Escape {
-    Short(u8),
-    Unicode(u8),
-}
-
-impl Escape {
-    fn write(self, out: &mut Vec<u8>) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        match self {
-            Escape::Short(letter) => out.extend_from_slice(&[b'\\', letter]),
-            Escape::Unicode(byte) => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(byte >> 4)],
-                HEX[usize::from(byte & 0xf)],
-            ]),
-        }
-    }
-}
-
-fn escape(byte: u8) -> Option<Escape> {
-    Some(match byte {
-        b'"' => Escape::Short(b'"'),
-        b'\\' => Escape::Short(b'\\'),
-        0x08 => Escape::Short(b'b'),
-        0x0c => Escape::Short(b'f'),
-        b'\n' => Escape::Short(b'n'),
-        b'\r' => Escape::Short(b'r'),
-        b'\t' => Escape::Short(b't'),
-        0x00..=0x1f => Escape::Unicode(byte),
-        _ => return None,
-    })
+    crate::json_string::push_string(out, text.as_bytes());
 }
 
 #[cfg(test)]
@@ -266,20 +187,6 @@ mod tests {
             prop_assert_eq!(
                 String::from_utf8(written).unwrap(),
                 serde_json::to_string(&envelope).unwrap()
-            );
-        }
-    }
-
-    #[test]
-    fn every_byte_escapes_as_serde_json_escapes_it() {
-        for byte in 0u8..0x80 {
-            let text = format!("ab{}cdefghij", char::from(byte));
-            let mut written = Vec::new();
-            string(&mut written, &text);
-            assert_eq!(
-                String::from_utf8(written).unwrap(),
-                serde_json::to_string(&text).unwrap(),
-                "byte {byte:#x}"
             );
         }
     }
