@@ -20,13 +20,14 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use auditstream_kafka::{KafkaConfig, TrackingConsumer};
+use auditstream_kafka::{KafkaConfig, TrackingConsumer, TrackingContext};
 use auditstream_schemas::headers;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer, MessageStream};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::Message;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
@@ -267,6 +268,9 @@ pub(crate) async fn pump(
     let mut shutdown = pin!(shutdown);
     let mut reading = !matches!(&until, Until::Ends(ends) if ends.is_empty());
     let mut topic_names = TopicNames::default();
+    // One stream for the worker's life: each `recv()` would register and remove a waker of its
+    // own, under a lock, per record.
+    let mut records = consumer.stream();
     loop {
         while requests.len() < config.concurrency {
             let Some(batch) = batches.ready.pop_front() else {
@@ -307,46 +311,47 @@ pub(crate) async fn pump(
             () = sleep_until(linger), if linger.is_some() => batches.close_due(!reading),
             // Not read while full; read again once paused, because polling keeps this worker in
             // its group and serves rebalances (records of paused partitions do not arrive).
-            message = consumer.recv(), if reading && (full_since.is_none() || paused) => {
-                let message = match message {
-                    Ok(message) => message,
-                    // A broker outage: librdkafka reconnects by itself; keep polling.
-                    Err(err) if auditstream_kafka::is_transient(&err) => {
-                        tracing::warn!(error = %err, "broker unavailable; waiting for it to come back");
-                        continue;
+            (burst, error) = read_burst(&mut records, burst_limit(&until, &held, &config)), if reading && (full_since.is_none() || paused) => {
+                for message in &burst {
+                    let pending = pending(message, &mut topic_names);
+                    consumer.context().tracker().begin(&pending.source.topic, pending.source.partition, pending.source.offset);
+                    if let Until::Ends(ends) = &mut until {
+                        if ends.get(&pending.source.partition).is_some_and(|&end| pending.source.offset + 1 >= end) {
+                            ends.remove(&pending.source.partition);
+                        }
+                        reading = !ends.is_empty();
                     }
-                    Err(err) => return Err(SinkError::Consume(err)),
-                };
-                let pending = pending(&message, &mut topic_names);
-                consumer.context().tracker().begin(&pending.source.topic, pending.source.partition, pending.source.offset);
-                if let Until::Ends(ends) = &mut until {
-                    if ends.get(&pending.source.partition).is_some_and(|&end| pending.source.offset + 1 >= end) {
-                        ends.remove(&pending.source.partition);
-                    }
-                    reading = !ends.is_empty();
-                }
-                let meta = &pending.event.meta;
-                if meta.event_id.is_empty() {
-                    // Not written by our router: set it aside rather than deliver it unlabelled.
-                    target.dead_letter(&pending, Reason::MissingMetadata, "no event_id header", None, 0).await;
-                    finish(consumer, &pending.source);
-                } else if !config.filter.accepts(&meta.event_type, &meta.organization_id, meta.stack_id.as_deref()) {
-                    finish(consumer, &pending.source);
-                } else {
-                    held.events += 1;
-                    held.bytes += pending.event.envelope.len();
-                    target.metrics.set_in_flight(held.events, held.bytes);
-                    batches.push(pending);
-                    if !reading {
-                        batches.close_due(true);
+                    let meta = &pending.event.meta;
+                    if meta.event_id.is_empty() {
+                        // Not written by our router: set it aside rather than deliver it unlabelled.
+                        target.dead_letter(&pending, Reason::MissingMetadata, "no event_id header", None, 0).await;
+                        finish(consumer, &pending.source);
+                    } else if !config.filter.accepts(&meta.event_type, &meta.organization_id, meta.stack_id.as_deref()) {
+                        finish(consumer, &pending.source);
+                    } else {
+                        held.events += 1;
+                        held.bytes += pending.event.envelope.len();
+                        batches.push(pending);
+                        if !reading {
+                            batches.close_due(true);
+                        }
                     }
                 }
+                target.metrics.set_in_flight(held.events, held.bytes);
                 if held.full(&config) {
                     full_since.get_or_insert_with(Instant::now);
                     // A rebalance may have assigned new, unpaused partitions: pause them too.
                     if paused {
                         set_paused(consumer, true, &target.metrics);
                     }
+                }
+                match error {
+                    None => {}
+                    // A broker outage: librdkafka reconnects by itself; keep polling.
+                    Some(err) if auditstream_kafka::is_transient(&err) => {
+                        tracing::warn!(error = %err, "broker unavailable; waiting for it to come back");
+                    }
+                    Some(err) => return Err(SinkError::Consume(err)),
                 }
             }
         }
@@ -383,6 +388,63 @@ pub(crate) async fn pump(
     }
     commit(consumer, CommitMode::Sync);
     Ok(())
+}
+
+/// The most records one turn of the worker loop may read.
+const BURST: usize = 256;
+
+/// How many records the next turn may read: up to [`BURST`] while the in-flight bounds leave room
+/// (at least one, so that a paused worker still polls), one at a time in a replay so that it
+/// stops at its end offsets.
+fn burst_limit(until: &Until, held: &Held, config: &DestinationConfig) -> Burst {
+    match until {
+        Until::Ends(_) => Burst {
+            events: 1,
+            bytes: usize::MAX,
+        },
+        Until::Shutdown => Burst {
+            events: config
+                .max_in_flight
+                .saturating_sub(held.events)
+                .clamp(1, BURST),
+            bytes: config.max_in_flight_bytes.saturating_sub(held.bytes).max(1),
+        },
+    }
+}
+
+/// Bounds of one read.
+struct Burst {
+    events: usize,
+    bytes: usize,
+}
+
+/// Waits for one record, then takes those already fetched, up to `limit`: the bytes bound is
+/// checked after each record, so it is exceeded by one record at most, as a single read would.
+/// Reading a burst per turn puts the cost of the worker's `select!` (its timers and futures) on
+/// the burst instead of on every record. An error ends the burst and is returned beside it.
+async fn read_burst<'c>(
+    records: &mut MessageStream<'c, TrackingContext>,
+    limit: Burst,
+) -> (Vec<BorrowedMessage<'c>>, Option<KafkaError>) {
+    let mut burst = Vec::new();
+    let mut bytes = 0;
+    let mut next = records.next().await;
+    loop {
+        match next.expect("kafka streams never terminate") {
+            Ok(message) => {
+                bytes += message.payload_len();
+                burst.push(message);
+            }
+            Err(err) => return (burst, Some(err)),
+        }
+        if burst.len() >= limit.events || bytes >= limit.bytes {
+            return (burst, None);
+        }
+        match records.next().now_or_never() {
+            Some(record) => next = record,
+            None => return (burst, None),
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
