@@ -1,6 +1,7 @@
 //! Cost of the router's pure work on one realistic ~1 KB gateway event: Avro decode, validation,
-//! normalization, the always-on redaction rules and envelope serialization (`normalize::route`).
-//! Kafka is not involved. Run with `cargo bench -p auditstream-router --bench route`.
+//! normalization, the always-on redaction rules and envelope serialization (`normalize::route`);
+//! and, for the services' side, encoding the raw event before it is published. Kafka is not
+//! involved. Run with `cargo bench -p auditstream-router --bench route`.
 //!
 //! Besides criterion's timings it prints the heap allocations per event, counted by a wrapping
 //! global allocator.
@@ -118,6 +119,20 @@ fn bench_route(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // The services' side: encoding a raw event before it is published, with the direct encoder
+    // the publishers use and apache-avro's generic writer, side by side.
+    let mut publisher = c.benchmark_group("publisher");
+    publisher.throughput(Throughput::Elements(1));
+    publisher.bench_function("encode_gateway_direct", |b| {
+        b.iter(|| avro::encode_gateway(next_decoded.next().expect("cycle")).expect("encodes"))
+    });
+    publisher.bench_function("encode_gateway_generic_apache_avro", |b| {
+        b.iter(|| {
+            avro::encode_gateway_generic(next_decoded.next().expect("cycle")).expect("encodes")
+        })
+    });
+    publisher.finish();
 }
 
 criterion_group!(benches, bench_route);
