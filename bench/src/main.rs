@@ -31,6 +31,7 @@ use auditstream_tests::{run_command, Broker, Process};
 use clap::Parser;
 use futures::stream::{self, StreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
 use rdkafka::Message;
 use serde_json::{json, Value};
 
@@ -259,6 +260,36 @@ fn high_watermark(kafka: &KafkaConfig, topic: &str, partitions: i32) -> i64 {
                 .map_or(0, |(_, high)| high)
         })
         .sum()
+}
+
+/// For the envelopes of events dated from `since_ms` on (the first `count` read), how long each
+/// took from its date to the router's produce call (the envelope record's timestamp): the first
+/// half of the produce-to-receipt latency, through the publisher, the broker and the router. What
+/// remains of the total is the router's producer, the broker again, the sink and its POST.
+fn router_output_delays(kafka: &KafkaConfig, group: &str, since_ms: i64, count: usize) -> Vec<i64> {
+    let consumer: BaseConsumer = kafka.consumer(group).create().expect("consumer");
+    consumer.subscribe(&[topics::MODULE]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut delays = Vec::with_capacity(count);
+    while delays.len() < count && Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.expect("consume");
+        let date_ms = message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|header| header.key == auditstream_schemas::headers::DATE_MS)
+                .and_then(|header| std::str::from_utf8(header.value?).ok()?.parse::<i64>().ok())
+        });
+        if let (Some(date_ms), Some(produced_ms)) = (date_ms, message.timestamp().to_millis()) {
+            if date_ms >= since_ms {
+                delays.push(produced_ms - date_ms);
+            }
+        }
+    }
+    delays.sort_unstable();
+    delays
 }
 
 /// Runs a process until `progress()` reaches `target`; times from the first progress to the end.
@@ -569,12 +600,12 @@ async fn main() {
             &[],
         );
         let publisher = Publisher::new(&latency_kafka).expect("publisher");
-        latency_steps = Some((latency_config, router, publisher));
+        latency_steps = Some((latency_config, router, publisher, latency_kafka));
     }
     let mut latencies = Vec::new();
     let mut latencies_seen = 0;
     for rate in LATENCY_RATES {
-        let Some((config, _, publisher)) = &latency_steps else {
+        let Some((config, _, publisher, latency_kafka)) = &latency_steps else {
             break;
         };
         eprintln!("latency at {rate}/s...");
@@ -596,6 +627,7 @@ async fn main() {
         }
         let skip = latency_receiver.latency_samples();
         let count = (rate * args.latency_seconds) as usize;
+        let since_ms = now_ms();
         publish(publisher, rate, count, rate).await;
         let deadline = Instant::now() + Duration::from_secs(60);
         while latency_receiver.latency_samples() < skip + count && Instant::now() < deadline {
@@ -604,9 +636,16 @@ async fn main() {
         let mut measured: Vec<i64> = latency_receiver.latencies_ms()[skip..].to_vec();
         latencies_seen = skip + measured.len();
         measured.sort_unstable();
+        let router_out = router_output_delays(
+            latency_kafka,
+            &format!("bench.latency.stages.{rate}"),
+            since_ms,
+            count,
+        );
         latencies.push(json!({
             "rate": rate, "events": measured.len(),
             "p50_ms": percentile(&measured, 0.50), "p99_ms": percentile(&measured, 0.99), "p999_ms": percentile(&measured, 0.999),
+            "router_output_p50_ms": percentile(&router_out, 0.50), "router_output_p99_ms": percentile(&router_out, 0.99),
         }));
         sink.terminate();
     }
@@ -669,16 +708,18 @@ fn print_table(rows: &[Row], latencies: &[Value]) {
         );
     }
     println!();
-    println!("| rate (events/s, one event per POST) | events | p50 ms | p99 ms | p99.9 ms |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!("| rate (events/s, one event per POST) | events | p50 ms | p99 ms | p99.9 ms | of which to the router's output: p50 ms | p99 ms |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for latency in latencies {
         println!(
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             latency["rate"],
             latency["events"],
             latency["p50_ms"],
             latency["p99_ms"],
-            latency["p999_ms"]
+            latency["p999_ms"],
+            latency["router_output_p50_ms"],
+            latency["router_output_p99_ms"]
         );
     }
 }
