@@ -12,7 +12,7 @@
 //!    JSON array, NDJSON and Elasticsearch bulk (batches of 500); the drain is the backlog case,
 //!    so peak RSS here is the memory under a backlog of N events;
 //! 6. latency from produce to receipt at 1,000 and 10,000 events/s (one event per POST), on a
-//!    fresh broker with a router of its own;
+//!    fresh broker with a router of its own, and of its first half, up to the router's output;
 //! 7. two workers of one destination versus one.
 //!
 //! CPU time and peak RSS are read from `/proc/<pid>` of the measured process only. Rates are
