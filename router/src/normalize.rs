@@ -11,6 +11,8 @@
 //!   so the envelope stays valid JSON text and nothing panics;
 //! * the redaction rules ([`crate::redact`]), always-on and configured, run before serialization.
 
+use std::borrow::Cow;
+
 use auditstream_kafka::topics;
 use auditstream_schemas::avro;
 use auditstream_schemas::envelope::{
@@ -49,14 +51,12 @@ impl Stream {
 pub struct Routed {
     /// Output topic.
     pub topic: &'static str,
-    /// Partitioning key when the input record had none: stack for gateway, organisation for lifecycle.
-    pub key: String,
     /// Stable event id.
     pub event_id: String,
     /// Emitting app.
     pub app: App,
-    /// Envelope type.
-    pub event_type: String,
+    /// Envelope type (the gateway's is a constant).
+    pub event_type: Cow<'static, str>,
     /// Organisation id.
     pub organization_id: String,
     /// Stack id, when the event concerns one.
@@ -67,6 +67,17 @@ pub struct Routed {
     pub body: Vec<u8>,
     /// The redaction rules that changed it.
     pub redactions: Applied,
+}
+
+impl Routed {
+    /// The partitioning key when the input record had none: the stack for gateway events, the
+    /// organisation for lifecycle events.
+    pub fn fallback_key(&self) -> &str {
+        match (self.app, &self.stack_id) {
+            (App::Gateway, Some(stack_id)) => stack_id,
+            _ => &self.organization_id,
+        }
+    }
 }
 
 /// Why a raw record was not forwarded; it goes to the dead-letter topic with these.
@@ -188,7 +199,7 @@ pub fn gateway(raw: RawGatewayEvent, redaction: &Redaction) -> Result<Routed, Re
     };
 
     let mut payload = GatewayPayload {
-        id: id.clone(),
+        id,
         trace_id: raw.trace_id,
         actor: Actor {
             claims,
@@ -225,8 +236,6 @@ pub fn gateway(raw: RawGatewayEvent, redaction: &Redaction) -> Result<Routed, Re
     }
     let redactions = redact::apply_gateway(&mut payload, redaction);
 
-    let organization_id = payload.actor.organization_id.clone();
-    let stack_id = payload.actor.stack_id.clone();
     let envelope = Envelope {
         date,
         app: App::Gateway,
@@ -234,20 +243,19 @@ pub fn gateway(raw: RawGatewayEvent, redaction: &Redaction) -> Result<Routed, Re
         event_type: GATEWAY_EVENT_TYPE.to_owned(),
         payload,
     };
+    let mut body = Vec::with_capacity(capacity);
+    write_gateway_json(&envelope, &mut body);
+    // The envelope is written: its fields move into the routing metadata instead of being copied.
+    let GatewayPayload { id, actor, .. } = envelope.payload;
     Ok(Routed {
         topic: topics::MODULE,
-        key: stack_id.clone(),
         event_id: id,
         app: App::Gateway,
-        event_type: GATEWAY_EVENT_TYPE.to_owned(),
-        organization_id,
-        stack_id: Some(stack_id),
+        event_type: Cow::Borrowed(GATEWAY_EVENT_TYPE),
+        organization_id: actor.organization_id,
+        stack_id: Some(actor.stack_id),
         date_ms: raw.timestamp,
-        body: {
-            let mut out = Vec::with_capacity(capacity);
-            write_gateway_json(&envelope, &mut out);
-            out
-        },
+        body,
         redactions,
     })
 }
@@ -285,10 +293,9 @@ pub fn lifecycle(
     };
     Ok(Routed {
         topic: topics::LIFECYCLE,
-        key: raw.organization_id.clone(),
         event_id: id,
         app: App::Membership,
-        event_type: raw.event_type,
+        event_type: Cow::Owned(raw.event_type),
         organization_id: raw.organization_id,
         stack_id: raw.stack_id.filter(|s| !s.is_empty()),
         date_ms: raw.timestamp,
@@ -421,6 +428,18 @@ mod tests {
     }
 
     #[test]
+    fn gateway_routing_metadata_comes_from_the_event() {
+        let raw = gateway_json("", "/api/ledger", "ok");
+        let routed = route(Stream::Gateway, raw.as_bytes(), None, &Redaction::default()).unwrap();
+        assert_eq!(routed.topic, topics::MODULE);
+        assert_eq!(routed.event_id, ID);
+        assert_eq!(routed.event_type, GATEWAY_EVENT_TYPE);
+        assert_eq!(routed.organization_id, "o");
+        assert_eq!(routed.stack_id.as_deref(), Some("s"));
+        assert_eq!(routed.fallback_key(), "s");
+    }
+
+    #[test]
     fn authorization_in_any_casing_and_duplicates_is_removed() {
         let text = routed_text(&gateway_json(
             r#","authorization":"Bearer s1"," AUTHORIZATION ":["Bearer s2","Basic s3"],"AuThOrIzAtIoN":"s4""#,
@@ -539,7 +558,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(routed.topic, topics::LIFECYCLE);
-        assert_eq!(routed.key, "o");
+        assert_eq!(routed.fallback_key(), "o");
         assert_eq!(routed.stack_id.as_deref(), Some("s1"));
         assert_eq!(
             String::from_utf8(routed.body).unwrap(),

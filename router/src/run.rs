@@ -499,7 +499,7 @@ fn envelope_output(routed: Routed, input_key: Option<&[u8]>) -> Output<'_> {
         })
         .insert(Header {
             key: headers::TYPE,
-            value: Some(&routed.event_type),
+            value: Some(routed.event_type.as_ref()),
         })
         .insert(Header {
             key: headers::ORGANIZATION_ID,
@@ -519,7 +519,10 @@ fn envelope_output(routed: Routed, input_key: Option<&[u8]>) -> Output<'_> {
         topic: routed.topic,
         // Same key as the input, so the input's partitioning carries over (order too, but for a retry
         // among the producer's 5 requests in flight); the natural key when there was none.
-        key: Some(input_key.map_or_else(|| Cow::Owned(routed.key.into_bytes()), Cow::Borrowed)),
+        key: Some(input_key.map_or_else(
+            || Cow::Owned(routed.fallback_key().as_bytes().to_vec()),
+            Cow::Borrowed,
+        )),
         payload: Cow::Owned(routed.body),
         headers,
     }
