@@ -422,6 +422,8 @@ struct Burst {
 /// checked after each record, so it is exceeded by one record at most, as a single read would.
 /// Reading a burst per turn puts the cost of the worker's `select!` (its timers and futures) on
 /// the burst instead of on every record. An error ends the burst and is returned beside it.
+/// Safe to cancel in `select!`: the only await is the wait for the first record, and nothing is
+/// taken from the stream before it completes.
 async fn read_burst<'c>(
     records: &mut MessageStream<'c, TrackingContext>,
     limit: Burst,
