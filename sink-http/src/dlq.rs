@@ -94,15 +94,12 @@ impl DeadLetters {
             (headers::dlq::SOURCE_OFFSET, Some(&offset)),
             (
                 headers::EVENT_ID,
-                Some(meta.event_id.as_str()).filter(|id| !id.is_empty()),
+                Some(meta.event_id()).filter(|id| !id.is_empty()),
             ),
-            (headers::APP, Some(meta.app.as_str())),
-            (headers::TYPE, Some(meta.event_type.as_str())),
-            (
-                headers::ORGANIZATION_ID,
-                Some(meta.organization_id.as_str()),
-            ),
-            (headers::STACK_ID, meta.stack_id.as_deref()),
+            (headers::APP, Some(meta.app())),
+            (headers::TYPE, Some(meta.event_type())),
+            (headers::ORGANIZATION_ID, Some(meta.organization_id())),
+            (headers::STACK_ID, meta.stack_id()),
             (headers::DATE_MS, Some(&date_ms)),
         ];
         for (key, value) in pairs {
@@ -122,7 +119,7 @@ impl DeadLetters {
         )
         .await;
         tracing::warn!(
-            destination = %self.destination, reason = reason.as_str(), status = ?status, event_id = %meta.event_id,
+            destination = %self.destination, reason = reason.as_str(), status = ?status, event_id = %meta.event_id(),
             "event dead-lettered; `auditstream dlq inspect --destination {}` shows it, `auditstream replay` resends it",
             self.destination
         );

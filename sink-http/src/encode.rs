@@ -54,20 +54,86 @@ const APPLICATION_JSON: &str = "application/json";
 const APPLICATION_NDJSON: &str = "application/x-ndjson";
 
 /// Routing metadata of one event, read from its Kafka headers (not from the envelope).
+///
+/// Its five texts share one allocation: a batched sink reads a few hundred thousand events a
+/// second on one thread, and a `String` each was a measurable part of that thread's time
+/// (docs/PERFORMANCE.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventMeta {
-    /// Stable event id (UUID), the same on every redelivery.
-    pub event_id: String,
-    /// Emitting service: `gateway` or `membership`.
-    pub app: String,
-    /// Event type: `AUDIT`, or a lifecycle type such as `stacks.created`.
-    pub event_type: String,
-    /// Organisation the event belongs to.
-    pub organization_id: String,
-    /// Stack the event belongs to; absent for organisation-level events.
-    pub stack_id: Option<String>,
+    /// Event id, app, type, organisation id and stack id, one after another.
+    text: String,
+    /// Where each of the five ends in `text`.
+    ends: [usize; 5],
+    has_stack_id: bool,
     /// Event time, milliseconds since the Unix epoch.
     pub date_ms: i64,
+}
+
+impl EventMeta {
+    /// Metadata of one event; an empty `event_id` means the record carried none.
+    pub fn new(
+        event_id: &str,
+        app: &str,
+        event_type: &str,
+        organization_id: &str,
+        stack_id: Option<&str>,
+        date_ms: i64,
+    ) -> EventMeta {
+        let fields = [
+            event_id,
+            app,
+            event_type,
+            organization_id,
+            stack_id.unwrap_or_default(),
+        ];
+        let mut text = String::with_capacity(fields.iter().map(|field| field.len()).sum());
+        let mut ends = [0; 5];
+        for (end, field) in ends.iter_mut().zip(fields) {
+            text.push_str(field);
+            *end = text.len();
+        }
+        EventMeta {
+            text,
+            ends,
+            has_stack_id: stack_id.is_some(),
+            date_ms,
+        }
+    }
+
+    fn field(&self, index: usize) -> &str {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        &self.text[start..self.ends[index]]
+    }
+
+    /// Stable event id (UUID), the same on every redelivery; empty if the record had none.
+    pub fn event_id(&self) -> &str {
+        self.field(0)
+    }
+
+    /// Emitting service: `gateway` or `membership`.
+    pub fn app(&self) -> &str {
+        self.field(1)
+    }
+
+    /// Event type: `AUDIT`, or a lifecycle type such as `stacks.created`.
+    pub fn event_type(&self) -> &str {
+        self.field(2)
+    }
+
+    /// Organisation the event belongs to.
+    pub fn organization_id(&self) -> &str {
+        self.field(3)
+    }
+
+    /// Stack the event belongs to; absent for organisation-level events.
+    pub fn stack_id(&self) -> Option<&str> {
+        self.has_stack_id.then(|| self.field(4))
+    }
+
+    /// The bytes of the five texts together.
+    fn text_len(&self) -> usize {
+        self.text.len()
+    }
 }
 
 /// One event to deliver: its metadata and its envelope exactly as the router serialized it.
@@ -373,7 +439,7 @@ pub fn encode<E: Borrow<Event>>(format: &FormatConfig, events: &[E]) -> Encoded 
                 body.extend_from_slice(br#"{"create":{"_index":"#);
                 push_string(&mut body, elasticsearch.index.as_bytes());
                 body.extend_from_slice(br#","_id":"#);
-                push_string(&mut body, event.meta.event_id.as_bytes());
+                push_string(&mut body, event.meta.event_id().as_bytes());
                 body.extend_from_slice(b"}}\n");
                 body.extend_from_slice(&event.envelope);
                 body.push(b'\n');
@@ -409,14 +475,14 @@ fn push_splunk_event(out: &mut Vec<u8>, splunk: &SplunkOptions, event: &Event) {
         push_string(out, index.as_bytes());
     }
     out.extend_from_slice(br#","fields":{"event_id":"#);
-    push_string(out, meta.event_id.as_bytes());
+    push_string(out, meta.event_id().as_bytes());
     out.extend_from_slice(br#","app":"#);
-    push_string(out, meta.app.as_bytes());
+    push_string(out, meta.app().as_bytes());
     out.extend_from_slice(br#","type":"#);
-    push_string(out, meta.event_type.as_bytes());
+    push_string(out, meta.event_type().as_bytes());
     out.extend_from_slice(br#","organization_id":"#);
-    push_string(out, meta.organization_id.as_bytes());
-    if let Some(stack_id) = &meta.stack_id {
+    push_string(out, meta.organization_id().as_bytes());
+    if let Some(stack_id) = meta.stack_id() {
         out.extend_from_slice(br#","stack_id":"#);
         push_string(out, stack_id.as_bytes());
     }
@@ -440,12 +506,12 @@ fn push_datadog_log(out: &mut Vec<u8>, datadog: &DatadogOptions, event: &Event) 
         out.push(b',');
     }
     out.extend_from_slice(b"app:");
-    push_tag_value(out, &meta.app);
+    push_tag_value(out, meta.app());
     out.extend_from_slice(b",type:");
-    push_tag_value(out, &meta.event_type);
+    push_tag_value(out, meta.event_type());
     out.extend_from_slice(b",organization_id:");
-    push_tag_value(out, &meta.organization_id);
-    if let Some(stack_id) = &meta.stack_id {
+    push_tag_value(out, meta.organization_id());
+    if let Some(stack_id) = meta.stack_id() {
         out.extend_from_slice(b",stack_id:");
         push_tag_value(out, stack_id);
     }
@@ -476,13 +542,7 @@ fn push_tag_value(out: &mut Vec<u8>, value: &str) {
 /// Datadog's escaped envelopes a quarter more than their length: a gateway envelope whose bodies
 /// hold JSON has about one quote or backslash in seven bytes.
 fn capacity<'a>(format: &FormatConfig, events: impl Iterator<Item = &'a Event>) -> usize {
-    let metadata = |meta: &EventMeta| {
-        meta.event_id.len()
-            + meta.app.len()
-            + meta.event_type.len()
-            + meta.organization_id.len()
-            + meta.stack_id.as_ref().map_or(0, String::len)
-    };
+    let metadata = EventMeta::text_len;
     let per_event = |event: &Event| match format {
         FormatConfig::Json => 0,
         FormatConfig::JsonArray | FormatConfig::Ndjson => 1,
@@ -502,7 +562,7 @@ fn capacity<'a>(format: &FormatConfig, events: impl Iterator<Item = &'a Event>) 
                 + event.envelope.len() / 4
         }
         FormatConfig::ElasticsearchBulk(elasticsearch) => {
-            48 + elasticsearch.index.len() + event.meta.event_id.len()
+            48 + elasticsearch.index.len() + event.meta.event_id().len()
         }
     };
     2 + events
@@ -689,27 +749,27 @@ mod tests {
     fn events() -> Vec<Event> {
         vec![
             Event {
-                meta: EventMeta {
-                    event_id: "id-1".to_owned(),
-                    app: "gateway".to_owned(),
-                    event_type: "AUDIT".to_owned(),
-                    organization_id: "org_1".to_owned(),
-                    stack_id: Some("stack_1".to_owned()),
-                    date_ms: 1_777_541_021_123,
-                },
+                meta: EventMeta::new(
+                    "id-1",
+                    "gateway",
+                    "AUDIT",
+                    "org_1",
+                    Some("stack_1"),
+                    1_777_541_021_123,
+                ),
                 envelope: Bytes::from_static(
                     br#"{"date":"2026-04-30T09:23:41.123Z","app":"gateway","version":"v2","type":"AUDIT","payload":{"id":"id-1","note":"a \"b\" \\ c"}}"#,
                 ),
             },
             Event {
-                meta: EventMeta {
-                    event_id: "id-2".to_owned(),
-                    app: "membership".to_owned(),
-                    event_type: "stacks.created".to_owned(),
-                    organization_id: "org_2".to_owned(),
-                    stack_id: None,
-                    date_ms: 1_777_541_022_005,
-                },
+                meta: EventMeta::new(
+                    "id-2",
+                    "membership",
+                    "stacks.created",
+                    "org_2",
+                    None,
+                    1_777_541_022_005,
+                ),
                 envelope: Bytes::from_static(
                     r#"{"date":"2026-04-30T09:23:42.005Z","app":"membership","version":"v2","type":"stacks.created","payload":{"name":"été"}}"#
                         .as_bytes(),
@@ -744,6 +804,38 @@ mod tests {
             }
         }
         text
+    }
+
+    #[test]
+    fn meta_gives_back_each_field_as_given() {
+        let meta = EventMeta::new("id-1", "gateway", "AUDIT", "org_1", Some("stack_1"), 7);
+        assert_eq!(
+            (
+                meta.event_id(),
+                meta.app(),
+                meta.event_type(),
+                meta.organization_id(),
+                meta.stack_id(),
+                meta.date_ms
+            ),
+            ("id-1", "gateway", "AUDIT", "org_1", Some("stack_1"), 7)
+        );
+        // An empty stack id header is kept apart from no header at all.
+        assert_eq!(
+            EventMeta::new("", "a", "", "o", Some(""), 0).stack_id(),
+            Some("")
+        );
+        let none = EventMeta::new("", "membership", "stacks.created", "", None, 0);
+        assert_eq!(
+            (
+                none.event_id(),
+                none.app(),
+                none.event_type(),
+                none.organization_id(),
+                none.stack_id()
+            ),
+            ("", "membership", "stacks.created", "", None)
+        );
     }
 
     #[test]
@@ -842,7 +934,15 @@ mod tests {
     #[test]
     fn datadog_tag_values_cannot_add_tags() {
         let mut events = events();
-        events[0].meta.organization_id = "org,env:dev".to_owned();
+        let meta = &events[0].meta;
+        events[0].meta = EventMeta::new(
+            meta.event_id(),
+            meta.app(),
+            meta.event_type(),
+            "org,env:dev",
+            meta.stack_id(),
+            meta.date_ms,
+        );
         let body = encode(&FormatConfig::Datadog(DatadogOptions::default()), &events).body;
         let text = String::from_utf8(body).unwrap();
         assert!(text.contains(",organization_id:org_env:dev,"), "{text}");
@@ -866,7 +966,15 @@ mod tests {
     #[test]
     fn metadata_and_options_are_escaped() {
         let mut events = events();
-        events[0].meta.event_id = "quote\" back\\slash\nnew\u{1}line".to_owned();
+        let meta = &events[0].meta;
+        events[0].meta = EventMeta::new(
+            "quote\" back\\slash\nnew\u{1}line",
+            meta.app(),
+            meta.event_type(),
+            meta.organization_id(),
+            meta.stack_id(),
+            meta.date_ms,
+        );
         let format = FormatConfig::ElasticsearchBulk(ElasticsearchOptions {
             index: "in\"dex".to_owned(),
         });

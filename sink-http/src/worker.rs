@@ -23,8 +23,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use auditstream_kafka::{KafkaConfig, TrackingConsumer, TrackingContext};
 use auditstream_schemas::headers;
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, MessageStream};
 use rdkafka::error::KafkaError;
@@ -32,6 +30,7 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::Message;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::Client;
+use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
 use crate::dlq::{DeadLetters, Reason};
@@ -179,7 +178,7 @@ impl Batches {
     fn push(&mut self, pending: Pending) {
         let size = pending.event.envelope.len();
         // Look up by &str so that only an app's first event allocates a key.
-        let app = pending.event.meta.app.as_str();
+        let app = pending.event.meta.app();
         if !self.filling.contains_key(app) {
             let empty = Filling {
                 events: Vec::new(),
@@ -254,8 +253,10 @@ pub(crate) async fn pump(
         filling: HashMap::new(),
         ready: VecDeque::new(),
     };
-    let mut requests: FuturesUnordered<BoxFuture<'static, Vec<(Source, usize)>>> =
-        FuturesUnordered::new();
+    // Deliveries run as tasks of their own, on the runtime's other threads: encoding, answers
+    // and dead letters then leave this loop's thread to reading, which is what bounds a worker's
+    // rate (docs/PERFORMANCE.md). Dropping the set on shutdown cancels them.
+    let mut requests: JoinSet<Vec<(Source, usize)>> = JoinSet::new();
     let mut held = Held::default();
     // Backpressure in two steps. While the bounds are reached the worker stops reading: a
     // healthy destination frees room within milliseconds. Only if they stay reached for
@@ -276,7 +277,7 @@ pub(crate) async fn pump(
             let Some(batch) = batches.ready.pop_front() else {
                 break;
             };
-            requests.push(deliver(Arc::clone(&target), batch).boxed());
+            requests.spawn(deliver(Arc::clone(&target), batch));
         }
         if !reading
             && requests.is_empty()
@@ -289,7 +290,8 @@ pub(crate) async fn pump(
         tokio::select! {
             () = &mut shutdown => break,
             _ = commit_tick.tick() => commit(consumer, CommitMode::Async),
-            Some(finished) = requests.next(), if !requests.is_empty() => {
+            Some(result) = requests.join_next(), if !requests.is_empty() => {
+                let finished = delivered(result);
                 finish_all(consumer, &finished);
                 held.events -= finished.len();
                 held.bytes -= finished.iter().map(|(_, size)| size).sum::<usize>();
@@ -312,9 +314,9 @@ pub(crate) async fn pump(
             // Not read while full; read again once paused, because polling keeps this worker in
             // its group and serves rebalances (records of paused partitions do not arrive).
             (burst, error) = read_burst(&mut records, burst_limit(&until, &held, &config)), if reading && (full_since.is_none() || paused) => {
+                begin_all(consumer, &burst);
                 for message in &burst {
                     let pending = pending(message, &mut topic_names);
-                    consumer.context().tracker().begin(&pending.source.topic, pending.source.partition, pending.source.offset);
                     if let Until::Ends(ends) = &mut until {
                         if ends.get(&pending.source.partition).is_some_and(|&end| pending.source.offset + 1 >= end) {
                             ends.remove(&pending.source.partition);
@@ -322,11 +324,11 @@ pub(crate) async fn pump(
                         reading = !ends.is_empty();
                     }
                     let meta = &pending.event.meta;
-                    if meta.event_id.is_empty() {
+                    if meta.event_id().is_empty() {
                         // Not written by our router: set it aside rather than deliver it unlabelled.
                         target.dead_letter(&pending, Reason::MissingMetadata, "no event_id header", None, 0).await;
                         finish(consumer, &pending.source);
-                    } else if !config.filter.accepts(&meta.event_type, &meta.organization_id, meta.stack_id.as_deref()) {
+                    } else if !config.filter.accepts(meta.event_type(), meta.organization_id(), meta.stack_id()) {
                         finish(consumer, &pending.source);
                     } else {
                         held.events += 1;
@@ -369,12 +371,12 @@ pub(crate) async fn pump(
                 let Some(batch) = batches.ready.pop_front() else {
                     break;
                 };
-                requests.push(deliver(Arc::clone(&target), batch).boxed());
+                requests.spawn(deliver(Arc::clone(&target), batch));
             }
-            let Some(finished) = requests.next().await else {
+            let Some(result) = requests.join_next().await else {
                 break;
             };
-            finish_all(consumer, &finished);
+            finish_all(consumer, &delivered(result));
         }
     };
     if tokio::time::timeout(config.drain_timeout, drain)
@@ -473,15 +475,10 @@ impl TopicNames {
 }
 
 fn pending(message: &BorrowedMessage<'_>, topics: &mut TopicNames) -> Pending {
-    // One pass over the headers: librdkafka walks its header list on every lookup by name.
-    let mut meta = EventMeta {
-        event_id: String::new(),
-        app: String::new(),
-        event_type: String::new(),
-        organization_id: String::new(),
-        stack_id: None,
-        date_ms: 0,
-    };
+    // One pass over the headers: librdkafka walks its header list on every lookup by name. The
+    // values are borrowed from the record until `EventMeta::new` copies them, together.
+    let (mut event_id, mut app, mut event_type, mut organization_id) = ("", "", "", "");
+    let mut stack_id = None;
     let mut date_ms = None;
     if let Some(record_headers) = message.headers() {
         for header in record_headers.iter() {
@@ -489,20 +486,28 @@ fn pending(message: &BorrowedMessage<'_>, topics: &mut TopicNames) -> Pending {
                 continue;
             };
             match header.key {
-                headers::EVENT_ID => meta.event_id = value.to_owned(),
-                headers::APP => meta.app = value.to_owned(),
-                headers::TYPE => meta.event_type = value.to_owned(),
-                headers::ORGANIZATION_ID => meta.organization_id = value.to_owned(),
-                headers::STACK_ID => meta.stack_id = Some(value.to_owned()),
+                headers::EVENT_ID => event_id = value,
+                headers::APP => app = value,
+                headers::TYPE => event_type = value,
+                headers::ORGANIZATION_ID => organization_id = value,
+                headers::STACK_ID => stack_id = Some(value),
                 headers::DATE_MS => date_ms = value.parse().ok(),
                 _ => {}
             }
         }
     }
     // Without a date header (records not from our router) the broker timestamp dates the event.
-    meta.date_ms = date_ms
+    let date_ms = date_ms
         .or_else(|| message.timestamp().to_millis())
         .unwrap_or_else(now_ms);
+    let meta = EventMeta::new(
+        event_id,
+        app,
+        event_type,
+        organization_id,
+        stack_id,
+        date_ms,
+    );
     Pending {
         source: Source {
             topic: topics.get(message.topic()),
@@ -528,6 +533,14 @@ fn finish(consumer: &TrackingConsumer, source: &Source) {
         .context()
         .tracker()
         .finish(&source.topic, source.partition, source.offset);
+}
+
+/// Begins a burst's records under one lock of the tracker.
+fn begin_all(consumer: &TrackingConsumer, burst: &[BorrowedMessage<'_>]) {
+    let mut tracker = consumer.context().tracker();
+    for message in burst {
+        tracker.begin(message.topic(), message.partition(), message.offset());
+    }
 }
 
 /// Finishes a delivered batch under one lock of the tracker.
@@ -560,6 +573,12 @@ fn set_paused(consumer: &TrackingConsumer, pause: bool, metrics: &SinkMetrics) {
         }
         Err(err) => tracing::warn!(error = %err, pause, "cannot pause/resume partitions"),
     }
+}
+
+/// The events a delivery task finished. Its panic, if it had one, goes on here, as it would have
+/// had the delivery run on the worker's own task; a task is cancelled only with its set.
+fn delivered(result: Result<Vec<(Source, usize)>, JoinError>) -> Vec<(Source, usize)> {
+    result.unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
 }
 
 /// Delivers a batch: each event ends delivered or dead-lettered, never dropped. Returns the
@@ -754,7 +773,7 @@ async fn post(
         .headers(target.headers.clone())
         .header(CONTENT_TYPE, encoded.content_type);
     if let [single] = batch {
-        if let Ok(id) = HeaderValue::from_str(&single.event.meta.event_id) {
+        if let Ok(id) = HeaderValue::from_str(single.event.meta.event_id()) {
             request = request.header(EVENT_ID_HEADER, id);
         }
     }
