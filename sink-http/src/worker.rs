@@ -273,12 +273,7 @@ pub(crate) async fn pump(
     // own, under a lock, per record.
     let mut records = consumer.stream();
     loop {
-        while requests.len() < config.concurrency {
-            let Some(batch) = batches.ready.pop_front() else {
-                break;
-            };
-            requests.spawn(deliver(Arc::clone(&target), batch));
-        }
+        start_ready(&mut requests, &mut batches, &target, config.concurrency);
         if !reading
             && requests.is_empty()
             && batches.ready.is_empty()
@@ -367,12 +362,7 @@ pub(crate) async fn pump(
     batches.close_due(true);
     let drain = async {
         loop {
-            while requests.len() < config.concurrency {
-                let Some(batch) = batches.ready.pop_front() else {
-                    break;
-                };
-                requests.spawn(deliver(Arc::clone(&target), batch));
-            }
+            start_ready(&mut requests, &mut batches, &target, config.concurrency);
             let Some(result) = requests.join_next().await else {
                 break;
             };
@@ -575,6 +565,21 @@ fn set_paused(consumer: &TrackingConsumer, pause: bool, metrics: &SinkMetrics) {
     }
 }
 
+/// Starts deliveries of ready batches, oldest first, while fewer than `concurrency` run.
+fn start_ready(
+    requests: &mut JoinSet<Vec<(Source, usize)>>,
+    batches: &mut Batches,
+    target: &Arc<Target>,
+    concurrency: usize,
+) {
+    while requests.len() < concurrency {
+        let Some(batch) = batches.ready.pop_front() else {
+            break;
+        };
+        requests.spawn(deliver(Arc::clone(target), batch));
+    }
+}
+
 /// The events a delivery task finished. Its panic, if it had one, goes on here, as it would have
 /// had the delivery run on the worker's own task; a task is cancelled only with its set.
 fn delivered(result: Result<Vec<(Source, usize)>, JoinError>) -> Vec<(Source, usize)> {
@@ -582,8 +587,8 @@ fn delivered(result: Result<Vec<(Source, usize)>, JoinError>) -> Vec<(Source, us
 }
 
 /// Delivers a batch: each event ends delivered or dead-lettered, never dropped. Returns the
-/// sources and sizes of all of them. Cancelled (by dropping) on shutdown; the events' offsets then
-/// stay uncommitted and they are delivered again after restart.
+/// sources and sizes of all of them. Cancelled with the worker's set of deliveries on shutdown;
+/// the events' offsets then stay uncommitted and they are delivered again after restart.
 async fn deliver(target: Arc<Target>, mut batch: Vec<Pending>) -> Vec<(Source, usize)> {
     let config = &target.destination.config;
     let mut finished = Vec::with_capacity(batch.len());
