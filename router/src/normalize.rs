@@ -320,15 +320,34 @@ fn uuid_text(id: &str) -> Result<String, Rejection> {
 }
 
 /// `2026-04-30T09:23:41.123Z` from epoch milliseconds.
+///
+/// The digits are placed by hand: `time`'s formatter, driven by a format description, took a
+/// twentieth of the router's pure work per event; `time` still does the calendar arithmetic.
 pub fn iso_date(millis: i64) -> Result<String, Rejection> {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+    let date = OffsetDateTime::from_unix_timestamp(millis.div_euclid(1000))
         .ok()
         .filter(|date| (1970..=9999).contains(&date.year()))
-        .and_then(|date| date.format(FORMAT).ok())
-        .ok_or_else(|| invalid(format!("timestamp {millis} ms is outside years 1970-9999")))
+        .ok_or_else(|| invalid(format!("timestamp {millis} ms is outside years 1970-9999")))?;
+    let (year, month, day) = date.to_calendar_date();
+    let (hour, minute, second) = date.to_hms();
+    let fields = [
+        (year as u32, 4),
+        (u32::from(u8::from(month)), 2),
+        (u32::from(day), 2),
+        (u32::from(hour), 2),
+        (u32::from(minute), 2),
+        (u32::from(second), 2),
+        (millis.rem_euclid(1000) as u32, 3),
+    ];
+    let mut text = String::with_capacity(24);
+    for ((value, width), separator) in fields.into_iter().zip(['-', '-', 'T', ':', ':', '.', 'Z']) {
+        for place in (0..width).rev() {
+            let digit = value / 10u32.pow(place) % 10;
+            text.push(char::from(b'0' + digit as u8));
+        }
+        text.push(separator);
+    }
+    Ok(text)
 }
 
 /// `content-TYPE ` -> `Content-Type`: ASCII letters upper-cased at the start and after `-`,
@@ -348,12 +367,16 @@ pub fn canonical_header_name(name: &str) -> String {
 }
 
 fn canonical_headers(raw: RawHeaders) -> HeaderMap {
+    use std::collections::btree_map::Entry;
     let mut headers = HeaderMap::new();
     for (name, values) in raw.0 {
-        headers
-            .entry(canonicalize(name))
-            .or_default()
-            .extend(values);
+        // Most names come once: their decoded value list moves in as it is.
+        match headers.entry(canonicalize(name)) {
+            Entry::Vacant(entry) => {
+                entry.insert(values);
+            }
+            Entry::Occupied(mut entry) => entry.get_mut().extend(values),
+        }
     }
     headers
 }
@@ -414,6 +437,31 @@ mod tests {
             .body,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn dates_are_written_as_time_formats_them_within_years_1970_to_9999() {
+        const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        let last = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+        let samples = [0, 1, 999, 1_000, 951_782_400_000, 1_777_541_021_123, last]
+            .into_iter()
+            .chain((0..2_000).map(|n: i64| n * 126_701_150_399 + n % 1_000));
+        for millis in samples.filter(|millis| *millis <= last) {
+            let expected =
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+                    .unwrap()
+                    .format(FORMAT)
+                    .unwrap();
+            assert_eq!(iso_date(millis).unwrap(), expected, "{millis} ms");
+        }
+        assert_eq!(iso_date(last).unwrap(), "9999-12-31T23:59:59.999Z");
+        for outside in [-1, last + 1, i64::MIN, i64::MAX] {
+            let rejection = iso_date(outside).unwrap_err();
+            assert_eq!(rejection.reason, RejectReason::Invalid);
+            assert!(rejection.detail.contains("outside years 1970-9999"));
+        }
     }
 
     #[test]

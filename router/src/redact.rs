@@ -232,19 +232,25 @@ fn truncate_v4(ip: Ipv4Addr) -> Ipv4Addr {
 pub fn is_oauth_token_path(path: &str) -> bool {
     let without_query = path.split(['?', '#']).next().unwrap_or_default();
     let decoded = percent_decode_str(without_query).decode_utf8_lossy();
-    let mut segments: Vec<&str> = Vec::with_capacity(4);
+    // The resolved segments form a stack, of which only the bottom four can matter: `depth` counts
+    // them all, `bottom` keeps those four, so that no path needs an allocation.
+    let mut bottom = [""; OAUTH_TOKEN_SEGMENTS.len()];
+    let mut depth = 0usize;
     // A decoded `%2F` or a backslash separates segments too: some servers route them as `/`.
     for segment in decoded.split(['/', '\\']) {
         match segment.trim() {
             "" | "." => {}
-            ".." => {
-                segments.pop();
+            ".." => depth = depth.saturating_sub(1),
+            other => {
+                if let Some(slot) = bottom.get_mut(depth) {
+                    *slot = other;
+                }
+                depth += 1;
             }
-            other => segments.push(other),
         }
     }
-    segments.len() == OAUTH_TOKEN_SEGMENTS.len()
-        && segments
+    depth == OAUTH_TOKEN_SEGMENTS.len()
+        && bottom
             .iter()
             .zip(OAUTH_TOKEN_SEGMENTS)
             .all(|(seen, expected)| seen.eq_ignore_ascii_case(expected))
@@ -262,14 +268,22 @@ pub fn is_streaming(headers: &HeaderMap) -> bool {
 }
 
 fn is_streaming_media_type(content_type: &str) -> bool {
-    let media_type = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    media_type == "application/octet-stream"
-        || (media_type.starts_with("application/vnd.formance") && media_type.ends_with("-stream"))
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    // Compared without a lower-cased copy: every routed event has a `Content-Type` or two.
+    let starts_with = |prefix: &str| {
+        media_type
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    let ends_with = |suffix: &str| {
+        media_type
+            .len()
+            .checked_sub(suffix.len())
+            .and_then(|start| media_type.get(start..))
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+    };
+    media_type.eq_ignore_ascii_case("application/octet-stream")
+        || (starts_with("application/vnd.formance") && ends_with("-stream"))
 }
 
 #[cfg(test)]
@@ -290,6 +304,8 @@ mod tests {
             "/api/auth/oauth%2Ftoken",
             "/api/auth/oauth/%74oken",
             "api/auth/oauth/token",
+            "/a/b/c/d/e/../../../../../api/auth/oauth/token",
+            "/api/auth/oauth/token/x/y/z/../../..",
         ];
         for path in token_paths {
             assert!(is_oauth_token_path(path), "{path} should match");
@@ -299,6 +315,8 @@ mod tests {
             "/api/auth/oauth",
             "/v2/api/auth/oauth/token",
             "/api/ledger/token",
+            "/api/auth/oauth/token/x/y/../z",
+            "/x/y/z/w/../../../../../api/auth/oauth/x/token",
         ] {
             assert!(!is_oauth_token_path(path), "{path} should not match");
         }
@@ -312,6 +330,7 @@ mod tests {
             " application/octet-stream ; charset=binary",
             "application/vnd.formance.ledger-stream",
             "application/vnd.formance-stream;v=2",
+            "Application/VND.Formance.Ledger-STREAM",
             "text/plain, application/octet-stream",
         ];
         for value in streaming {
@@ -322,6 +341,10 @@ mod tests {
             "application/json",
             "application/vnd.formance.ledger+json",
             "application/x-stream",
+            "application/vnd.formance",
+            "stream",
+            "é-stream",
+            "application/vnd.formancé-stream✓",
         ] {
             let headers = HeaderMap::from([(CONTENT_TYPE.to_owned(), vec![value.to_owned()])]);
             assert!(!is_streaming(&headers), "{value:?} should not be streaming");
