@@ -7,6 +7,7 @@
 //! bytes for that one string.
 
 use auditstream_schemas::catalogue;
+use auditstream_schemas::json_object::JsonObject;
 use auditstream_schemas::raw::{
     RawGatewayEvent, RawHeaders, RawLifecycleEvent, RawRequest, RawResponse,
 };
@@ -162,7 +163,7 @@ impl Generator {
                 "iss".into(),
                 Value::String("https://auth.example.com".into()),
             );
-            claims
+            JsonObject::from(&claims)
         });
         RawGatewayEvent {
             id: Uuid::new_v4().to_string(),

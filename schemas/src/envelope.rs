@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::json_object::JsonObject;
 
 mod write;
 
@@ -85,7 +87,7 @@ pub struct GatewayPayload {
 pub struct Actor {
     /// OIDC claims of the validated JWT; absent when validation failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub claims: Option<Map<String, Value>>,
+    pub claims: Option<JsonObject>,
     /// Why the JWT could not be validated; absent when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_validation_error: Option<String>,

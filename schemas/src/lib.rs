@@ -33,6 +33,7 @@ pub mod catalogue;
 pub mod envelope;
 mod error;
 pub mod headers;
+pub mod json_object;
 pub mod json_schema;
 pub mod json_string;
 pub mod pattern;

@@ -17,6 +17,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::json_object::JsonObject;
+
 /// One API call as the gateway saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +39,7 @@ pub struct RawGatewayEvent {
     pub ip_address: Option<String>,
     /// OIDC claims of the validated JWT.
     #[serde(default, with = "lenient::json_object_text")]
-    pub claims: Option<Map<String, Value>>,
+    pub claims: Option<JsonObject>,
     /// Why the JWT could not be validated.
     #[serde(default)]
     pub token_validation_error: Option<String>,
@@ -223,27 +225,30 @@ mod lenient {
         }
     }
 
-    /// `Option<Map>` carried as JSON text in Avro; a plain object (or text) in JSON.
+    /// `Option<JsonObject>` carried as JSON text in Avro; a plain object (or text) in JSON.
     pub mod json_object_text {
         use super::*;
+        use crate::json_object::JsonObject;
 
         pub fn serialize<S: Serializer>(
-            value: &Option<Map<String, Value>>,
+            value: &Option<JsonObject>,
             serializer: S,
         ) -> Result<S::Ok, S::Error> {
             match value {
-                Some(map) => serializer.serialize_some(&Value::Object(map.clone()).to_string()),
+                Some(object) => serializer.serialize_some(object.as_str()),
                 None => serializer.serialize_none(),
             }
         }
 
         pub fn deserialize<'de, D: Deserializer<'de>>(
             deserializer: D,
-        ) -> Result<Option<Map<String, Value>>, D::Error> {
+        ) -> Result<Option<JsonObject>, D::Error> {
             match Option::<Value>::deserialize(deserializer)? {
                 None | Some(Value::Null) => Ok(None),
-                Some(Value::Object(map)) => Ok(Some(map)),
-                Some(Value::String(text)) => parse_object_text(&text).map(Some),
+                Some(Value::Object(map)) => Ok(Some(JsonObject::from(&map))),
+                Some(Value::String(text)) => JsonObject::parse(&text)
+                    .map(Some)
+                    .map_err(de::Error::custom),
                 Some(_) => Err(de::Error::custom("expected a JSON object or its text")),
             }
         }
@@ -287,7 +292,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(event.timestamp, 1_777_541_021_123);
-        assert_eq!(event.claims.unwrap()["sub"], "u");
+        assert_eq!(event.claims.unwrap().as_str(), r#"{"sub":"u"}"#);
         assert_eq!(
             event.request.headers.0,
             vec![

@@ -13,8 +13,7 @@
 //! Lengths and counts are checked against the bytes left before anything is allocated, so a
 //! datum announcing a huge string or map fails at once instead of reserving memory for it.
 
-use serde_json::{Map, Value};
-
+use crate::json_object::JsonObject;
 use crate::raw::{RawGatewayEvent, RawHeaders, RawRequest, RawResponse};
 
 /// Why a datum is not a valid raw gateway event.
@@ -39,8 +38,11 @@ pub fn decode(datum: &[u8]) -> Result<(RawGatewayEvent, usize), DatumError> {
         organization_id: reader.string()?,
         stack_id: reader.string()?,
         ip_address: reader.optional_string()?,
-        claims: match reader.optional_string()? {
-            Some(text) => Some(reader.json_object(&text)?),
+        // Checked and compacted from the datum's own bytes, never parsed into a tree.
+        claims: match reader.optional_str()? {
+            Some(text) => Some(
+                JsonObject::parse(text).map_err(|err| reader.error(format!("claims: {err}")))?,
+            ),
             None => None,
         },
         token_validation_error: reader.optional_string()?,
@@ -68,10 +70,7 @@ pub fn encode(event: &RawGatewayEvent, out: &mut Vec<u8>) {
     write_string(out, &event.organization_id);
     write_string(out, &event.stack_id);
     write_optional_string(out, event.ip_address.as_deref());
-    let claims = event.claims.as_ref().map(|claims| {
-        serde_json::to_string(claims).expect("a JSON map with string keys always serializes")
-    });
-    write_optional_string(out, claims.as_deref());
+    write_optional_string(out, event.claims.as_ref().map(JsonObject::as_str));
     write_optional_string(out, event.token_validation_error.as_deref());
     write_string(out, &event.request.method);
     write_string(out, &event.request.path);
@@ -206,33 +205,31 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
-    fn string(&mut self) -> Result<String, DatumError> {
+    /// A string, borrowed from the datum.
+    fn str(&mut self) -> Result<&'a str, DatumError> {
         let start = self.at;
         let bytes = self.bytes()?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| DatumError {
-                what: "string is not valid UTF-8".to_owned(),
-                at: start,
-            })
+        std::str::from_utf8(bytes).map_err(|_| DatumError {
+            what: "string is not valid UTF-8".to_owned(),
+            at: start,
+        })
     }
 
-    /// `["null", "string"]`.
-    fn optional_string(&mut self) -> Result<Option<String>, DatumError> {
+    fn string(&mut self) -> Result<String, DatumError> {
+        self.str().map(str::to_owned)
+    }
+
+    /// `["null", "string"]`, borrowed from the datum.
+    fn optional_str(&mut self) -> Result<Option<&'a str>, DatumError> {
         match self.long()? {
             0 => Ok(None),
-            1 => self.string().map(Some),
+            1 => self.str().map(Some),
             branch => Err(self.error(format!("union branch {branch} of [null, string]"))),
         }
     }
 
-    /// The claims text, which must hold a JSON object (as the JSON path requires).
-    fn json_object(&self, text: &str) -> Result<Map<String, Value>, DatumError> {
-        match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => Ok(map),
-            Ok(_) => Err(self.error("claims: expected a JSON object")),
-            Err(err) => Err(self.error(format!("claims: not JSON: {err}"))),
-        }
+    fn optional_string(&mut self) -> Result<Option<String>, DatumError> {
+        Ok(self.optional_str()?.map(str::to_owned))
     }
 
     /// `map<array<string>>`: blocks of entries until a zero count. A negative count is followed
