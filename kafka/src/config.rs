@@ -97,13 +97,7 @@ impl KafkaConfig {
     /// An idempotent producer that waits for all in-sync replicas: a record acknowledged by the
     /// broker is durable and written once even when librdkafka retries it.
     pub fn producer(&self) -> ClientConfig {
-        let mut config = self.base();
-        config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "none");
-        self.with_overrides(config)
+        self.durable_producer(true)
     }
 
     /// Creates the producer of [`Self::producer`].
@@ -128,9 +122,15 @@ impl KafkaConfig {
     /// at most 5 requests in flight may be reordered by a retry, while envelope order is not part
     /// of the contract (every envelope carries its date).
     pub fn forwarding_producer(&self) -> ClientConfig {
+        self.durable_producer(false)
+    }
+
+    /// What both producers share: `acks=all`, a 5 ms linger and at most 5 requests in flight
+    /// (idempotence caps it there on its own; without it the cap bounds a retry's reordering).
+    fn durable_producer(&self, idempotent: bool) -> ClientConfig {
         let mut config = self.base();
         config
-            .set("enable.idempotence", "false")
+            .set("enable.idempotence", idempotent.to_string())
             .set("acks", "all")
             .set("max.in.flight.requests.per.connection", "5")
             .set("linger.ms", "5")
@@ -183,5 +183,27 @@ mod tests {
             config.get("fetch.queue.backoff.ms"),
             Some(FETCH_QUEUE_BACKOFF_MS)
         );
+    }
+
+    #[test]
+    fn both_producers_wait_for_all_replicas_and_only_one_is_idempotent() {
+        let mut kafka = KafkaConfig::with_brokers("127.0.0.1:1");
+        kafka.properties.insert("linger.ms".into(), "20".into());
+        for (config, idempotent) in [
+            (kafka.producer(), "true"),
+            (kafka.forwarding_producer(), "false"),
+        ] {
+            assert_eq!(config.get("enable.idempotence"), Some(idempotent));
+            assert_eq!(config.get("acks"), Some("all"));
+            assert_eq!(
+                config.get("max.in.flight.requests.per.connection"),
+                Some("5")
+            );
+            assert_eq!(
+                config.get("linger.ms"),
+                Some("20"),
+                "an override still wins"
+            );
+        }
     }
 }
