@@ -259,16 +259,8 @@ mod direct_decoder_agrees {
     }
 
     fn event() -> impl Strategy<Value = RawGatewayEvent> {
-        let claims = option::of(btree_map("\\PC{0,6}", "\\PC{0,6}", 0..4)).prop_map(|claims| {
-            claims
-                .map(|claims| {
-                    claims
-                        .into_iter()
-                        .map(|(key, value)| (key, serde_json::Value::String(value)))
-                        .collect::<serde_json::Map<_, _>>()
-                })
-                .map(|map| crate::json_object::JsonObject::from(&map))
-        });
+        let claims = option::of(btree_map("\\PC{0,6}", "\\PC{0,6}", 0..4))
+            .prop_map(|claims| claims.map(crate::json_object::of_strings));
         (
             (
                 "\\PC{0,40}",

@@ -59,6 +59,16 @@ impl From<&Map<String, Value>> for JsonObject {
     }
 }
 
+/// Claims of string values, for the property tests of the formats that carry them.
+#[cfg(test)]
+pub(crate) fn of_strings(pairs: std::collections::BTreeMap<String, String>) -> JsonObject {
+    let map: Map<String, Value> = pairs
+        .into_iter()
+        .map(|(key, value)| (key, Value::String(value)))
+        .collect();
+    JsonObject::from(&map)
+}
+
 impl fmt::Display for JsonObject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

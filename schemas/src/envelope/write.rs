@@ -126,16 +126,8 @@ mod tests {
     }
 
     fn envelope() -> impl Strategy<Value = GatewayEnvelope> {
-        let claims = option::of(btree_map(text(), text(), 0..3)).prop_map(|claims| {
-            claims
-                .map(|claims| {
-                    claims
-                        .into_iter()
-                        .map(|(key, value)| (key, serde_json::Value::String(value)))
-                        .collect::<serde_json::Map<_, _>>()
-                })
-                .map(|map| crate::json_object::JsonObject::from(&map))
-        });
+        let claims = option::of(btree_map(text(), text(), 0..3))
+            .prop_map(|claims| claims.map(crate::json_object::of_strings));
         (
             (text(), text(), text(), text()),
             (
