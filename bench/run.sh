@@ -11,4 +11,4 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/broker.sh install >/dev/null
 cargo build --release -p auditstream-cli -p auditstream-bench
-exec target/release/auditstream-bench "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/auditstream-bench" "$@"

@@ -347,7 +347,8 @@ fi
 step "config/compose.toml"
 bin=""
 # The most recently built one.
-for candidate in $(ls -t target/release/auditstream target/debug/auditstream 2>/dev/null); do
+target=${CARGO_TARGET_DIR:-target}
+for candidate in $(ls -t "$target/release/auditstream" "$target/debug/auditstream" 2>/dev/null); do
   if [[ -x "$candidate" ]]; then
     bin=$candidate
     break
@@ -359,7 +360,7 @@ if [[ -n "$bin" ]]; then
   run "auditstream topics plan --config config/compose.toml ($bin)" \
     env AUDITSTREAM_KAFKA__BROKERS=kafka:9092 "$bin" --config config/compose.toml topics plan
 else
-  skip "auditstream config" "no built auditstream binary (target/*/auditstream): config/compose.toml was only parsed as TOML"
+  skip "auditstream config" "no built auditstream binary ($target/*/auditstream): config/compose.toml was only parsed as TOML"
 fi
 
 # --- demo receiver certificate ------------------------------------------------------------------

@@ -16,7 +16,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 STATE=.local/demo
 PORT=19092
 CONFIG=config/demo.toml
-BIN=target/debug/auditstream
+# Where cargo put it: a CARGO_TARGET_DIR of the caller is honoured.
+BIN=${CARGO_TARGET_DIR:-target}/debug/auditstream
 EVENTS=${DEMO_EVENTS:-200}
 RATE=${DEMO_RATE:-40}
 # The demo destination's token (config/demo.toml reads it from here); it must never be logged.
