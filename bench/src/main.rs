@@ -11,8 +11,9 @@
 //! 5. each sink mode drains the N queued envelopes into a local receiver: one event per POST,
 //!    JSON array, NDJSON and Elasticsearch bulk (batches of 500); the drain is the backlog case,
 //!    so peak RSS here is the memory under a backlog of N events;
-//! 6. latency from produce to receipt at 1,000 and 10,000 events/s (one event per POST), on a
-//!    fresh broker with a router of its own, and of its first half, up to the router's output;
+//! 6. latency from produce to receipt at 1,000 and 10,000 events/s (one event per POST), each rate
+//!    on a fresh broker with a router and a sink of its own, and of its first half, up to the
+//!    router's output;
 //! 7. two workers of one destination versus one.
 //!
 //! CPU time and peak RSS are read from `/proc/<pid>` of the measured process only. Rates are
@@ -29,16 +30,20 @@ use auditstream_producer::Publisher;
 use auditstream_receiver::{Receiver, ReceiverOptions};
 use auditstream_tests::{run_command, Broker, Process};
 use clap::Parser;
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, FuturesUnordered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::Message;
 use serde_json::{json, Value};
+use tokio::time::MissedTickBehavior;
 
 /// The bench process is the load generator and the receivers: with mimalloc, as in the
 /// `auditstream` binary, the allocator costs them less of the cores the pipeline needs.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Partitions of every topic of the run.
+const PARTITIONS: i32 = 4;
 
 /// Publishing rates of the latency measurements (also the seeds of their generators).
 const LATENCY_RATES: [u64; 2] = [1_000, 10_000];
@@ -131,37 +136,52 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Publishes `count` gateway events at up to `rate` per second (0: as fast as possible).
-///
-/// At a fixed rate the events are generated before the clock starts: generating them takes a
-/// third of a core at 10,000 events/s, which on this machine is taken from the pipeline whose
-/// latency is measured. Unpaced, they are generated as they go, since a million of them held at
-/// once would take gigabytes.
-async fn publish(publisher: &Publisher, seed: u64, count: usize, rate: u64) {
+/// Publishes `count` gateway events as fast as the producer takes them. They are generated as
+/// they go, since a million of them held at once would take gigabytes.
+async fn publish(publisher: &Publisher, seed: u64, count: usize) {
     let mut generator = Generator::new(seed);
-    if rate == 0 {
-        stream::iter(0..count)
-            .map(|_| publisher.publish_gateway(generator.gateway()))
-            .buffer_unordered(20_000)
-            .for_each(|published| async move {
-                published.expect("publish");
-            })
-            .await;
-        return;
-    }
-    let events: Vec<_> = (0..count).map(|_| generator.gateway()).collect();
-    let started = tokio::time::Instant::now();
-    stream::iter(events.into_iter().enumerate())
-        .map(|(i, mut event)| async move {
-            tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / rate as f64))
-                .await;
-            // Date the event when it is really sent, so that latency counts the pipeline only.
-            event.timestamp = now_ms();
-            publisher.publish_gateway(event).await.expect("publish");
-        })
+    stream::iter(0..count)
+        .map(|_| publisher.publish_gateway(generator.gateway()))
         .buffer_unordered(20_000)
-        .collect::<()>()
+        .for_each(|published| async move {
+            published.expect("publish");
+        })
         .await;
+}
+
+/// Publishes `count` gateway events at `rate` per second, each dated when it is sent so that
+/// latency counts the pipeline only.
+///
+/// The load generator shares the machine with the pipeline it measures, so it is kept cheap: the
+/// events are generated before the clock starts (a third of a core at 10,000 events/s
+/// otherwise), and one 1 ms ticker releases those that are due, where a timer per event cost the
+/// runtime a wake-up per event.
+async fn publish_paced(publisher: &Publisher, seed: u64, count: usize, rate: u64) {
+    let mut generator = Generator::new(seed);
+    let mut waiting = (0..count)
+        .map(|_| generator.gateway())
+        .collect::<Vec<_>>()
+        .into_iter();
+    let mut sending = FuturesUnordered::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let started = Instant::now();
+    let mut released = 0;
+    while released < count || !sending.is_empty() {
+        tokio::select! {
+            _ = ticker.tick(), if released < count => {
+                let due = ((started.elapsed().as_secs_f64() * rate as f64) as usize + 1).min(count);
+                for mut event in waiting.by_ref().take(due - released) {
+                    event.timestamp = now_ms();
+                    sending.push(publisher.publish_gateway(event));
+                }
+                released = due.max(released);
+            }
+            Some(published) = sending.next() => {
+                published.expect("publish");
+            }
+        }
+    }
 }
 
 /// Reads `count` records of `topic` with a plain consumer: the reference rate.
@@ -305,6 +325,75 @@ fn router_output_delays(kafka: &KafkaConfig, group: &str, since_ms: i64, count: 
     delays
 }
 
+/// Latency from produce to receipt at `rate` events/s, one event per POST, on a fresh in-memory
+/// broker with a router of its own; and of the first half, up to the router's output.
+///
+/// A broker per rate, because nisshi's memory storage lists every batch of a partition on each
+/// fetch (its `fetch` walks the object store), so its CPU grows with what the earlier rate left.
+async fn measure_latency(
+    rate: u64,
+    seconds: u64,
+    properties: &std::collections::BTreeMap<String, String>,
+    logs: &Path,
+) -> Value {
+    let broker = Broker::start_in_memory();
+    let receiver = Receiver::start(ReceiverOptions {
+        record_latency: true,
+        ..ReceiverOptions::default()
+    })
+    .await
+    .expect("receiver");
+    let mut kafka = KafkaConfig::with_brokers(broker.brokers());
+    kafka.properties = properties.clone();
+    let config = write_config(
+        logs,
+        &format!("latency-{rate}.toml"),
+        &kafka,
+        PARTITIONS,
+        &destination("latency", &receiver.url(), "concurrency = 64"),
+    );
+    run_command(&["--config", &config, "topics", "create"]);
+    let router = Process::start(
+        &format!("latency-router-{rate}"),
+        logs,
+        &["--config", &config, "router"],
+        &[],
+    );
+    let sink = Process::start(
+        &format!("latency-sink-{rate}"),
+        logs,
+        &["--config", &config, "sink", "--destination", "latency"],
+        &[],
+    );
+    let publisher = Publisher::new(&kafka).expect("publisher");
+    // Warm up: once these arrive, the router and the sink have joined their groups and deliver
+    // live traffic, so what follows measures live traffic only.
+    let warm_up = 200;
+    publish_paced(&publisher, rate, warm_up, 200).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while receiver.latency_samples() < warm_up && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let skip = receiver.latency_samples();
+    let count = (rate * seconds) as usize;
+    let since_ms = now_ms();
+    publish_paced(&publisher, rate, count, rate).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receiver.latency_samples() < skip + count && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut measured: Vec<i64> = receiver.latencies_ms()[skip..].to_vec();
+    measured.sort_unstable();
+    let router_out = router_output_delays(&kafka, "bench.latency.stages", since_ms, count);
+    sink.terminate();
+    router.terminate();
+    json!({
+        "rate": rate, "events": measured.len(),
+        "p50_ms": percentile(&measured, 0.50), "p99_ms": percentile(&measured, 0.99), "p999_ms": percentile(&measured, 0.999),
+        "router_output_p50_ms": percentile(&router_out, 0.50), "router_output_p99_ms": percentile(&router_out, 0.99),
+    })
+}
+
 /// Runs a process until `progress()` reaches `target`; times from the first progress to the end.
 async fn measure(
     process: &Process,
@@ -389,7 +478,6 @@ async fn main() {
             .unwrap_or_else(|| panic!("--kafka-property {pair}: expected KEY=VALUE"));
         kafka.properties.insert(key.to_owned(), value.to_owned());
     }
-    const PARTITIONS: i32 = 4;
 
     let batched =
         "batch = { max_events = 500, max_bytes = 1048576, linger = \"5ms\" }\nconcurrency = 4";
@@ -463,15 +551,13 @@ async fn main() {
 
     eprintln!("publishing {} gateway events...", args.events);
     let started = Instant::now();
-    publish(&publisher, 1, args.events, 0).await;
+    publish(&publisher, 1, args.events).await;
     eprintln!("published in {:.1}s", started.elapsed().as_secs_f64());
 
     let raw_reference = reference_consume(&kafka, topics::RAW_GATEWAY, args.events);
     let raw_rate = raw_reference.rate();
     rows.push(raw_reference);
 
-    let last_current = runs.iter().rposition(Option::is_none);
-    let mut router = None;
     for (run, &binary) in runs.iter().enumerate() {
         let name = format!("router (raw -> envelope){}", build_label(binary));
         eprintln!("{name}...");
@@ -498,12 +584,7 @@ async fn main() {
             reference_rate: raw_rate,
             ceiling_rate: None,
         });
-        if Some(run) == last_current {
-            // The current router keeps running: the latency steps need it.
-            router = Some(process);
-        } else {
-            process.terminate();
-        }
+        process.terminate();
     }
 
     let envelope_reference = reference_consume(&kafka, topics::MODULE, args.events);
@@ -581,88 +662,19 @@ async fn main() {
         }
     }
 
-    // Latency on a broker of its own: the throughput steps leave gigabytes in the first one's
+    // Latency on brokers of its own: the throughput steps leave gigabytes in the first one's
     // memory, which slows nisshi itself (its plain consume rate falls by half after a run of
     // 1,000,000 events), and live traffic should not be measured behind that.
-    drop(router);
     drop(publisher);
     drop(broker);
-    let latency_broker = wanted("latency").then(Broker::start_in_memory);
-    let latency_receiver = Receiver::start(ReceiverOptions {
-        record_latency: true,
-        ..ReceiverOptions::default()
-    })
-    .await
-    .expect("receiver");
-    let mut latency_steps = None;
-    if let Some(latency_broker) = &latency_broker {
-        let mut latency_kafka = KafkaConfig::with_brokers(latency_broker.brokers());
-        latency_kafka.properties = kafka.properties.clone();
-        let latency_config = write_config(
-            logs,
-            "latency.toml",
-            &latency_kafka,
-            PARTITIONS,
-            &destination("latency", &latency_receiver.url(), "concurrency = 64"),
-        );
-        run_command(&["--config", &latency_config, "topics", "create"]);
-        let router = Process::start(
-            "latency-router",
-            logs,
-            &["--config", &latency_config, "router"],
-            &[],
-        );
-        let publisher = Publisher::new(&latency_kafka).expect("publisher");
-        latency_steps = Some((latency_config, router, publisher, latency_kafka));
-    }
     let mut latencies = Vec::new();
-    let mut latencies_seen = 0;
-    for rate in LATENCY_RATES {
-        let Some((config, _, publisher, latency_kafka)) = &latency_steps else {
-            break;
-        };
-        eprintln!("latency at {rate}/s...");
-        let sink = Process::start(
-            &format!("latency-{rate}"),
-            logs,
-            &["--config", config, "sink", "--destination", "latency"],
-            &[],
-        );
-        // Warm up: once these arrive, the sink has joined its group and delivers live traffic
-        // (those of the previous rate included), so what follows measures live traffic only.
-        let warm_up = 200;
-        publish(publisher, rate, warm_up, 200).await;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while latency_receiver.latency_samples() < latencies_seen + warm_up
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    if wanted("latency") {
+        for rate in LATENCY_RATES {
+            eprintln!("latency at {rate}/s...");
+            latencies
+                .push(measure_latency(rate, args.latency_seconds, &kafka.properties, logs).await);
         }
-        let skip = latency_receiver.latency_samples();
-        let count = (rate * args.latency_seconds) as usize;
-        let since_ms = now_ms();
-        publish(publisher, rate, count, rate).await;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while latency_receiver.latency_samples() < skip + count && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let mut measured: Vec<i64> = latency_receiver.latencies_ms()[skip..].to_vec();
-        latencies_seen = skip + measured.len();
-        measured.sort_unstable();
-        let router_out = router_output_delays(
-            latency_kafka,
-            &format!("bench.latency.stages.{rate}"),
-            since_ms,
-            count,
-        );
-        latencies.push(json!({
-            "rate": rate, "events": measured.len(),
-            "p50_ms": percentile(&measured, 0.50), "p99_ms": percentile(&measured, 0.99), "p999_ms": percentile(&measured, 0.999),
-            "router_output_p50_ms": percentile(&router_out, 0.50), "router_output_p99_ms": percentile(&router_out, 0.99),
-        }));
-        sink.terminate();
     }
-    drop(latency_steps);
 
     print_table(&rows, &latencies);
     let results = json!({
