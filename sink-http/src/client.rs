@@ -7,6 +7,13 @@ use crate::{Destination, SinkError};
 /// Builds a client that verifies server certificates against the public roots plus the
 /// destination's `tls.ca_file` (unless `tls.insecure_skip_verify`), and presents the client
 /// certificate when one is configured.
+///
+/// Redirects are not followed: reqwest would turn a POST answered with 301, 302 or 303 into a
+/// bodiless GET, whose 2xx would count events as delivered that no one received, and would send
+/// the destination's token headers (only `Authorization` and cookies are dropped) to whatever
+/// host the `Location` names. A 3xx is returned as it is, and retried like any other status
+/// that is not permanent. reqwest's own retries (of HTTP/2 refusals) are off too: the worker
+/// retries every failure itself, and reqwest's policy copied every request's headers in case.
 pub fn build(destination: &Destination) -> Result<Client, SinkError> {
     let fail = |message: String| SinkError::Client {
         destination: destination.config.name.clone(),
@@ -14,6 +21,8 @@ pub fn build(destination: &Destination) -> Result<Client, SinkError> {
     };
     let mut builder = Client::builder()
         .use_rustls_tls()
+        .redirect(reqwest::redirect::Policy::none())
+        .retry(reqwest::retry::never().max_retries_per_request(0))
         .timeout(destination.config.timeout)
         .pool_max_idle_per_host(destination.config.concurrency)
         .user_agent(concat!("auditstream/", env!("CARGO_PKG_VERSION")));
@@ -91,6 +100,9 @@ fn describe_chain(err: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
     use super::*;
 
     #[derive(Debug)]
@@ -138,5 +150,70 @@ mod tests {
                 && tls.contains("tls.ca_file"),
             "{tls}"
         );
+    }
+
+    /// Accepts HTTP/1.1 connections on `listener` and answers every request with `response`,
+    /// counting the requests.
+    async fn answer_all(
+        listener: tokio::net::TcpListener,
+        response: String,
+        requests: Arc<AtomicUsize>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let (response, requests) = (response.clone(), requests.clone());
+            tokio::spawn(async move {
+                let mut received = Vec::new();
+                let mut buffer = [0; 4096];
+                // The head is enough: what matters is what is answered.
+                while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => received.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                requests.fetch_add(1, Ordering::SeqCst);
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_returned_not_followed() {
+        let landing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let landing_url = format!("http://{}/login", landing.local_addr().unwrap());
+        let landing_requests = Arc::default();
+        tokio::spawn(answer_all(
+            landing,
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".into(),
+            Arc::clone(&landing_requests),
+        ));
+        let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin_url = format!("http://{}/hec", origin.local_addr().unwrap());
+        let origin_requests = Arc::default();
+        tokio::spawn(answer_all(
+            origin,
+            format!("HTTP/1.1 302 Found\r\nlocation: {landing_url}\r\ncontent-length: 0\r\n\r\n"),
+            Arc::clone(&origin_requests),
+        ));
+
+        let config: crate::DestinationConfig =
+            toml::from_str(&format!("name = \"siem\"\nurl = \"{origin_url}\"")).unwrap();
+        let destination = config.validate(|_| None).unwrap();
+        let client = build(&destination).unwrap();
+        let response = client
+            .post(destination.url.clone())
+            .body("{\"id\":\"e1\"}")
+            .send()
+            .await
+            .unwrap();
+
+        assert_eq!(response.status(), reqwest::StatusCode::FOUND);
+        let count = |requests: &Arc<AtomicUsize>| requests.load(Ordering::SeqCst);
+        assert_eq!(count(&origin_requests), 1);
+        assert_eq!(count(&landing_requests), 0, "the redirect was followed");
     }
 }
