@@ -326,7 +326,7 @@ fn router_output_delays(kafka: &KafkaConfig, group: &str, since_ms: i64, count: 
 }
 
 /// Latency from produce to receipt at `rate` events/s, one event per POST, on a fresh in-memory
-/// broker with a router of its own; and of the first half, up to the router's output.
+/// broker with a router and a sink of its own; and of the first half, up to the router's output.
 ///
 /// A broker per rate, because nisshi's memory storage lists every batch of a partition on each
 /// fetch (its `fetch` walks the object store), so its CPU grows with what the earlier rate left.
@@ -662,7 +662,7 @@ async fn main() {
         }
     }
 
-    // Latency on brokers of its own: the throughput steps leave gigabytes in the first one's
+    // The latency steps run on brokers of their own: the throughput steps leave gigabytes in the first one's
     // memory, which slows nisshi itself (its plain consume rate falls by half after a run of
     // 1,000,000 events), and live traffic should not be measured behind that.
     drop(publisher);
