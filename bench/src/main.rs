@@ -22,6 +22,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auditstream_kafka::{topics, KafkaConfig};
@@ -31,9 +33,11 @@ use auditstream_receiver::{Receiver, ReceiverOptions};
 use auditstream_tests::{run_command, Broker, Process};
 use clap::Parser;
 use futures::stream::{self, FuturesUnordered, StreamExt};
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
-use rdkafka::Message;
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use tokio::time::MissedTickBehavior;
 
@@ -44,6 +48,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Partitions of every topic of the run.
 const PARTITIONS: i32 = 4;
+
+/// The consumer group of the latency steps' destination, `latency` (`auditstream.sink.<name>`).
+const LATENCY_SINK_GROUP: &str = "auditstream.sink.latency";
 
 /// Publishing rates of the latency measurements (also the seeds of their generators).
 const LATENCY_RATES: [u64; 2] = [1_000, 10_000];
@@ -295,34 +302,158 @@ fn high_watermark(kafka: &KafkaConfig, topic: &str, partitions: i32) -> i64 {
         .sum()
 }
 
-/// For the envelopes of events dated from `since_ms` on (the first `count` read), how long each
-/// took from its date to the router's produce call (the envelope record's timestamp): the first
-/// half of the produce-to-receipt latency, through the publisher, the broker and the router. What
-/// remains of the total is the router's producer, the broker again, the sink and its POST.
-fn router_output_delays(kafka: &KafkaConfig, group: &str, since_ms: i64, count: usize) -> Vec<i64> {
-    let consumer: BaseConsumer = kafka.consumer(group).create().expect("consumer");
-    consumer.subscribe(&[topics::MODULE]).expect("subscribe");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut delays = Vec::with_capacity(count);
-    while delays.len() < count && Instant::now() < deadline {
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let message = message.expect("consume");
-        let date_ms = message.headers().and_then(|headers| {
-            headers
-                .iter()
-                .find(|header| header.key == auditstream_schemas::headers::DATE_MS)
-                .and_then(|header| std::str::from_utf8(header.value?).ok()?.parse::<i64>().ok())
-        });
-        if let (Some(date_ms), Some(produced_ms)) = (date_ms, message.timestamp().to_millis()) {
-            if date_ms >= since_ms {
-                delays.push(produced_ms - date_ms);
+/// Reads the envelope topic while a latency step runs and, for the envelopes of events dated from
+/// `since_ms` on, records how long each took from its date to the router's produce call (the
+/// envelope record's timestamp): the first half of the produce-to-receipt latency, through the
+/// publisher, the broker and the router. What remains of the total is the router's producer, the
+/// broker again, the sink and its POST. It reads live, not after the step, because the
+/// [`Trimmer`] deletes what every reader has passed; `positions` is what it has passed.
+struct StageReader {
+    positions: Arc<Vec<AtomicI64>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<i64>>,
+}
+
+impl StageReader {
+    fn start(kafka: &KafkaConfig, since_ms: i64, count: usize) -> StageReader {
+        let consumer: BaseConsumer = kafka.reader().create().expect("consumer");
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..PARTITIONS {
+            assignment
+                .add_partition_offset(topics::MODULE, partition, Offset::Beginning)
+                .expect("partition");
+        }
+        consumer.assign(&assignment).expect("assign");
+        let positions: Arc<Vec<AtomicI64>> =
+            Arc::new((0..PARTITIONS).map(|_| AtomicI64::new(0)).collect());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (thread_positions, thread_stop) = (Arc::clone(&positions), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let mut delays = Vec::with_capacity(count);
+            while delays.len() < count && !thread_stop.load(Ordering::Relaxed) {
+                let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+                    continue;
+                };
+                let message = message.expect("consume");
+                thread_positions[message.partition() as usize]
+                    .store(message.offset() + 1, Ordering::Relaxed);
+                let date_ms = message.headers().and_then(|headers| {
+                    headers
+                        .iter()
+                        .find(|header| header.key == auditstream_schemas::headers::DATE_MS)
+                        .and_then(|header| {
+                            std::str::from_utf8(header.value?).ok()?.parse::<i64>().ok()
+                        })
+                });
+                if let (Some(date_ms), Some(produced_ms)) =
+                    (date_ms, message.timestamp().to_millis())
+                {
+                    if date_ms >= since_ms {
+                        delays.push(produced_ms - date_ms);
+                    }
+                }
             }
+            delays.sort_unstable();
+            delays
+        });
+        StageReader {
+            positions,
+            stop,
+            thread,
         }
     }
-    delays.sort_unstable();
-    delays
+
+    /// The delays, sorted, once all `count` were read or 10 s have passed.
+    fn finish(self) -> Vec<i64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("stage reader")
+    }
+}
+
+/// Deletes, twice a second, the records of a latency step's topics that every reader has passed:
+/// raw events below the router's committed offsets, envelopes below both the sink's committed
+/// offsets and the [`StageReader`]'s positions.
+///
+/// nisshi's memory engine keeps each produced batch as an object and lists all of a partition's
+/// objects on every fetch, so without this its CPU grows through a step (p50 at 10,000 events/s
+/// rose from 24 to about 50 ms over 10 s, on two cores it shares with the pipeline). Kafka's
+/// indexed logs do not slow down with what they hold; deleting consumed records is what
+/// retention does there. Nothing unread is deleted, so every event is still measured.
+struct Trimmer {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Trimmer {
+    fn start(kafka: &KafkaConfig, router_group: &str, stage: &StageReader) -> Trimmer {
+        let admin: AdminClient<DefaultClientContext> = kafka.admin().create().expect("admin");
+        let router: BaseConsumer = kafka.consumer(router_group).create().expect("consumer");
+        let sink: BaseConsumer = kafka
+            .consumer(LATENCY_SINK_GROUP)
+            .create()
+            .expect("consumer");
+        let stage_positions = Arc::clone(&stage.positions);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !thread_stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                let raw = committed_offsets(&router, topics::RAW_GATEWAY);
+                let envelopes = committed_offsets(&sink, topics::MODULE)
+                    .into_iter()
+                    .zip(stage_positions.iter())
+                    .map(|(committed, read)| committed.min(read.load(Ordering::Relaxed)))
+                    .collect();
+                let mut cut = TopicPartitionList::new();
+                for (topic, offsets) in [(topics::RAW_GATEWAY, raw), (topics::MODULE, envelopes)] {
+                    for (partition, offset) in (0..).zip(offsets) {
+                        if offset > 0 {
+                            cut.add_partition_offset(topic, partition, Offset::Offset(offset))
+                                .expect("offset");
+                        }
+                    }
+                }
+                if cut.count() > 0 {
+                    // A failed deletion only leaves nisshi slower; the next round tries again.
+                    let _ = futures::executor::block_on(
+                        admin.delete_records(&cut, &AdminOptions::new()),
+                    );
+                }
+            }
+        });
+        Trimmer { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("trimmer");
+    }
+}
+
+/// The offsets `consumer`'s group committed for each partition of `topic` (0 where none).
+fn committed_offsets(consumer: &BaseConsumer, topic: &str) -> Vec<i64> {
+    let mut partitions = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        partitions.add_partition(topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(partitions, Duration::from_secs(5))
+        .unwrap_or_default();
+    (0..PARTITIONS)
+        .map(|partition| {
+            match committed
+                .find_partition(topic, partition)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(offset)) => offset,
+                _ => 0,
+            }
+        })
+        .collect()
 }
 
 /// Latency from produce to receipt at `rate` events/s, one event per POST, on a fresh in-memory
@@ -353,11 +484,12 @@ async fn measure_latency(
         &destination("latency", &receiver.url(), "concurrency = 64"),
     );
     run_command(&["--config", &config, "topics", "create"]);
+    let router_group = format!("bench.latency.router.{rate}");
     let router = Process::start(
         &format!("latency-router-{rate}"),
         logs,
         &["--config", &config, "router"],
-        &[],
+        &[("AUDITSTREAM_ROUTER__GROUP", router_group.as_str())],
     );
     let sink = Process::start(
         &format!("latency-sink-{rate}"),
@@ -377,6 +509,8 @@ async fn measure_latency(
     let skip = receiver.latency_samples();
     let count = (rate * seconds) as usize;
     let since_ms = now_ms();
+    let stage = StageReader::start(&kafka, since_ms, count);
+    let trimmer = Trimmer::start(&kafka, &router_group, &stage);
     publish_paced(&publisher, rate, count, rate).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while receiver.latency_samples() < skip + count && Instant::now() < deadline {
@@ -384,7 +518,8 @@ async fn measure_latency(
     }
     let mut measured: Vec<i64> = receiver.latencies_ms()[skip..].to_vec();
     measured.sort_unstable();
-    let router_out = router_output_delays(&kafka, "bench.latency.stages", since_ms, count);
+    trimmer.stop();
+    let router_out = stage.finish();
     sink.terminate();
     router.terminate();
     json!({
