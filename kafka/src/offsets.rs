@@ -13,7 +13,8 @@ use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError as RdKafkaError, KafkaResult};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::{KafkaConfig, KafkaError};
@@ -186,6 +187,9 @@ impl OffsetTracker {
 #[derive(Debug, Clone, Default)]
 pub struct TrackingContext {
     tracker: Arc<Mutex<OffsetTracker>>,
+    /// Whether the group uses the cooperative protocol (`cooperative-sticky` in
+    /// `partition.assignment.strategy`), which takes incremental (un)assignments.
+    cooperative: bool,
 }
 
 /// The stream consumer every pipeline stage uses.
@@ -218,6 +222,38 @@ impl TrackingContext {
 impl ClientContext for TrackingContext {}
 
 impl ConsumerContext for TrackingContext {
+    /// rdkafka's default asks librdkafka for the group's rebalance protocol on every rebalance.
+    /// That request waits, without a timeout, for the group's thread to answer, and when the
+    /// rebalance comes while the consumer closes and the group is already gone it never does
+    /// (librdkafka issue 4041): a sink whose fellow worker left at the same moment hung after
+    /// SIGTERM, past its drain timeout, until killed. The protocol follows from the
+    /// configuration, so it is known from the start instead.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let assigning = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(partitions),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(partitions),
+            other => Rebalance::Error(RdKafkaError::Rebalance(other.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        // As rdkafka's default: anything but an assignment (a revocation or an error) drops the
+        // assignment, so that librdkafka can go on with the rebalance.
+        let applied = match (assigning, self.cooperative) {
+            (true, true) => consumer.incremental_assign(partitions),
+            (true, false) => consumer.assign(partitions),
+            (false, true) => consumer.incremental_unassign(partitions),
+            (false, false) => consumer.unassign(),
+        };
+        if let Err(err) = applied {
+            tracing::warn!(error = %err, "applying a rebalance failed");
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(revoked) => {
@@ -265,8 +301,16 @@ impl KafkaConfig {
     where
         C: FromClientConfigAndContext<TrackingContext>,
     {
-        self.consumer(group)
-            .create_with_context(TrackingContext::default())
+        let config = self.consumer(group);
+        let cooperative = config
+            .get("partition.assignment.strategy")
+            .is_some_and(|strategy| strategy.contains("cooperative-sticky"));
+        let context = TrackingContext {
+            cooperative,
+            ..TrackingContext::default()
+        };
+        config
+            .create_with_context(context)
             .map_err(|source| KafkaError::CreateClient {
                 kind: "consumer",
                 brokers: self.brokers.clone(),

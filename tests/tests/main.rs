@@ -6,5 +6,6 @@ mod faults;
 mod inspect;
 mod observability;
 mod pipeline;
+mod rebalance;
 mod router_dead_letters;
 mod security;
