@@ -182,7 +182,7 @@ async fn publish_paced(publisher: &Publisher, seed: u64, count: usize, rate: u64
                     event.timestamp = now_ms();
                     sending.push(publisher.publish_gateway(event));
                 }
-                released = due.max(released);
+                released = due;
             }
             Some(published) = sending.next() => {
                 published.expect("publish");

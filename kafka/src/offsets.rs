@@ -234,7 +234,6 @@ impl ConsumerContext for TrackingContext {
         err: RDKafkaRespErr,
         partitions: &mut TopicPartitionList,
     ) {
-        let assigning = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
         let rebalance = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(partitions),
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(partitions),
@@ -243,6 +242,7 @@ impl ConsumerContext for TrackingContext {
         self.pre_rebalance(consumer, &rebalance);
         // As rdkafka's default: anything but an assignment (a revocation or an error) drops the
         // assignment, so that librdkafka can go on with the rebalance.
+        let assigning = matches!(rebalance, Rebalance::Assign(_));
         let applied = match (assigning, self.cooperative) {
             (true, true) => consumer.incremental_assign(partitions),
             (true, false) => consumer.assign(partitions),
@@ -252,6 +252,7 @@ impl ConsumerContext for TrackingContext {
         if let Err(err) = applied {
             tracing::warn!(error = %err, "applying a rebalance failed");
         }
+        self.post_rebalance(consumer, &rebalance);
     }
 
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
