@@ -35,7 +35,7 @@ use clap::Parser;
 use futures::stream::{self, FuturesUnordered, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
@@ -77,8 +77,10 @@ struct Args {
     #[arg(long, value_delimiter = ',', value_name = "STEPS")]
     only: Vec<String>,
     /// Another build of `auditstream` (say, of an earlier commit) whose router and sinks are
-    /// measured too, on the same records, in the order baseline, current, current, baseline: a
-    /// before/after ratio from one run.
+    /// measured too, in the order baseline, current, current, baseline: a before/after ratio
+    /// from one run. The routers read the same raw records; each sink reads the envelopes that
+    /// the router of its own build wrote, so that a change of what the router writes is measured
+    /// on both sides.
     #[arg(long, value_name = "PATH")]
     baseline_binary: Option<PathBuf>,
     /// Where to write the results as JSON.
@@ -292,6 +294,11 @@ fn bytes_of_one_event() -> Vec<u8> {
 
 /// Sum of high watermarks of a topic.
 fn high_watermark(kafka: &KafkaConfig, topic: &str, partitions: i32) -> i64 {
+    high_watermarks(kafka, topic, partitions).iter().sum()
+}
+
+/// Where each partition of `topic` ends now.
+fn high_watermarks(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Vec<i64> {
     let consumer: BaseConsumer = kafka.reader().create().expect("consumer");
     (0..partitions)
         .map(|p| {
@@ -299,7 +306,22 @@ fn high_watermark(kafka: &KafkaConfig, topic: &str, partitions: i32) -> i64 {
                 .fetch_watermarks(topic, p, Duration::from_secs(5))
                 .map_or(0, |(_, high)| high)
         })
-        .sum()
+        .collect()
+}
+
+/// Commits `offsets` (one per partition of `topic`) for `group`, which has no member yet, so
+/// that its first member starts there.
+fn start_group_at(kafka: &KafkaConfig, group: &str, topic: &str, offsets: &[i64]) {
+    let consumer: BaseConsumer = kafka.consumer(group).create().expect("consumer");
+    let mut start = TopicPartitionList::new();
+    for (partition, &offset) in (0..).zip(offsets) {
+        start
+            .add_partition_offset(topic, partition, Offset::Offset(offset))
+            .expect("partition");
+    }
+    consumer
+        .commit(&start, CommitMode::Sync)
+        .expect("commit start offsets");
 }
 
 /// Reads the envelope topic while a latency step runs and, for the envelopes of events dated from
@@ -693,19 +715,23 @@ async fn main() {
     let raw_rate = raw_reference.rate();
     rows.push(raw_reference);
 
+    // Where each router run's envelopes begin, for the sinks of the same build.
+    let mut router_starts = Vec::new();
     for (run, &binary) in runs.iter().enumerate() {
         let name = format!("router (raw -> envelope){}", build_label(binary));
         eprintln!("{name}...");
         let group = format!("auditstream.router.bench{run}");
         let env = [("AUDITSTREAM_ROUTER__GROUP", group.as_str())];
         let args = ["--config", config.as_str(), "router"];
+        let starts = high_watermarks(&kafka, topics::MODULE, PARTITIONS);
+        let before = starts.iter().sum::<i64>() as usize;
+        router_starts.push(starts);
         let process = match binary {
             Some(binary) => {
                 Process::start_binary(binary, &format!("router-{run}"), logs, &args, &env)
             }
             None => Process::start(&format!("router-{run}"), logs, &args, &env),
         };
-        let before = high_watermark(&kafka, topics::MODULE, PARTITIONS) as usize;
         let (seconds, cpu, rss) = measure(&process, args_events, || {
             (high_watermark(&kafka, topics::MODULE, PARTITIONS) as usize).saturating_sub(before)
         })
@@ -738,6 +764,11 @@ async fn main() {
             let name = run_name(mode, run);
             eprintln!("sink {name}...");
             let receiver = &receivers[&name];
+            if runs.len() > 1 {
+                // The destination's consumer group, as `DestinationConfig::group` names it.
+                let group = format!("auditstream.sink.{name}");
+                start_group_at(&kafka, &group, topics::MODULE, &router_starts[run]);
+            }
             let args = ["--config", config.as_str(), "sink", "--destination", &name];
             let log = format!("sink-{name}");
             let sink = match binary {

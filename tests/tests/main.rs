@@ -3,6 +3,7 @@
 
 mod delivery;
 mod faults;
+mod filters;
 mod inspect;
 mod observability;
 mod pipeline;
