@@ -118,7 +118,9 @@ async fn main() {
     // C: the router's loop shape without producing: TrackingConsumer, select! with a commit
     // tick, begin on read and finish at once.
     if on('C') {
-        let c: auditstream_kafka::TrackingConsumer = kafka.tracking_consumer("probe.c").unwrap();
+        let c: auditstream_kafka::TrackingConsumer = kafka
+            .tracking_consumer("probe.c", auditstream_kafka::Prefetch::Sink)
+            .unwrap();
         c.subscribe(&[topics::RAW_GATEWAY]).unwrap();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let (mut seen, mut t0, mut c0) = (0, None, 0.0);
@@ -163,7 +165,9 @@ async fn main() {
     // F: the router's loop shape with its pure work inline (route()), no produce.
     if on('F') {
         let redaction = auditstream_router::redact::Redaction::new(&Default::default());
-        let c: auditstream_kafka::TrackingConsumer = kafka.tracking_consumer("probe.f").unwrap();
+        let c: auditstream_kafka::TrackingConsumer = kafka
+            .tracking_consumer("probe.f", auditstream_kafka::Prefetch::Sink)
+            .unwrap();
         c.subscribe(&[topics::RAW_GATEWAY]).unwrap();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let (mut seen, mut t0, mut c0) = (0, None, 0.0);
@@ -192,7 +196,9 @@ async fn main() {
     // of produce_until_acked, 20k bound), copying the input as output, no route().
     if on('G') {
         let producer = kafka.future_producer().unwrap();
-        let c: auditstream_kafka::TrackingConsumer = kafka.tracking_consumer("probe.g").unwrap();
+        let c: auditstream_kafka::TrackingConsumer = kafka
+            .tracking_consumer("probe.g", auditstream_kafka::Prefetch::Sink)
+            .unwrap();
         c.subscribe(&[topics::RAW_GATEWAY]).unwrap();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut in_flight = FuturesUnordered::new();

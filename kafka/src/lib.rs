@@ -20,7 +20,7 @@ mod produce;
 mod scan;
 pub mod topics;
 
-pub use config::KafkaConfig;
+pub use config::{KafkaConfig, Prefetch};
 pub use error::{is_transient, KafkaError};
 pub use offsets::{OffsetTracker, TrackingConsumer, TrackingContext};
 pub use produce::produce_until_acked;

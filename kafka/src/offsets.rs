@@ -17,7 +17,7 @@ use rdkafka::error::{KafkaError as RdKafkaError, KafkaResult};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::{KafkaConfig, KafkaError};
+use crate::{KafkaConfig, KafkaError, Prefetch};
 
 #[derive(Debug, Default)]
 struct PartitionState {
@@ -298,11 +298,11 @@ impl ConsumerContext for TrackingContext {
 impl KafkaConfig {
     /// A consumer in `group` whose context tracks offsets; see [`TrackingContext`]. Either the
     /// [`TrackingConsumer`] the async stages use or a `BaseConsumer` polled on a thread of its own.
-    pub fn tracking_consumer<C>(&self, group: &str) -> Result<C, KafkaError>
+    pub fn tracking_consumer<C>(&self, group: &str, prefetch: Prefetch) -> Result<C, KafkaError>
     where
         C: FromClientConfigAndContext<TrackingContext>,
     {
-        let config = self.consumer(group);
+        let config = self.stage_consumer(group, prefetch);
         let cooperative = config
             .get("partition.assignment.strategy")
             .is_some_and(|strategy| strategy.contains("cooperative-sticky"));

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auditstream_kafka::topics::{self, RAW_GATEWAY, RAW_LIFECYCLE};
-use auditstream_kafka::{KafkaConfig, TrackingContext};
+use auditstream_kafka::{KafkaConfig, Prefetch, TrackingContext};
 use auditstream_schemas::envelope::App;
 use auditstream_schemas::{catalogue, headers};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -186,7 +186,8 @@ impl Router {
         config: &RouterConfig,
         metrics: &RouterMetrics,
     ) -> Result<Router, RouterError> {
-        let consumer: BaseConsumer<TrackingContext> = kafka.tracking_consumer(&config.group)?;
+        let consumer: BaseConsumer<TrackingContext> =
+            kafka.tracking_consumer(&config.group, Prefetch::Router)?;
         // Raw records and envelopes are at most max_message_bytes and dead letters add headers:
         // librdkafka must accept both (its own default is 1,000,000), unless the operator set it.
         let mut kafka = kafka.clone();

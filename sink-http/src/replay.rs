@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use auditstream_kafka::{topics, KafkaConfig, TrackingConsumer};
+use auditstream_kafka::{topics, KafkaConfig, Prefetch, TrackingConsumer};
 use auditstream_metrics::Metrics;
 use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
@@ -38,7 +38,7 @@ pub async fn replay(
         destination: name.clone(),
         message,
     };
-    let consumer: TrackingConsumer = kafka.tracking_consumer(&group)?;
+    let consumer: TrackingConsumer = kafka.tracking_consumer(&group, Prefetch::Sink)?;
     let partitions = auditstream_kafka::partitions_of(&consumer, &topic).map_err(fail)?;
 
     let mut starts = TopicPartitionList::new();

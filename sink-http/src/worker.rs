@@ -20,7 +20,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use auditstream_kafka::{KafkaConfig, TrackingConsumer, TrackingContext};
+use auditstream_kafka::{KafkaConfig, Prefetch, TrackingConsumer, TrackingContext};
 use auditstream_schemas::headers;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
@@ -135,7 +135,7 @@ pub async fn run(
     let group = destination.group();
     let topics = destination.topics();
     let target = Arc::new(Target::new(kafka, destination, true, metrics)?);
-    let consumer: TrackingConsumer = kafka.tracking_consumer(&group)?;
+    let consumer: TrackingConsumer = kafka.tracking_consumer(&group, Prefetch::Sink)?;
     consumer
         .subscribe(&topics)
         .map_err(|source| SinkError::Subscribe {

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use auditstream_kafka::topics::{self, TopicSpec};
-use auditstream_kafka::{KafkaConfig, TrackingContext};
+use auditstream_kafka::{KafkaConfig, Prefetch, TrackingContext};
 use auditstream_tests::Broker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -53,7 +53,9 @@ fn wait_for_shared_assignment(members: &[&Member]) {
 }
 
 fn member(kafka: &KafkaConfig, group: &str) -> Member {
-    let member: Member = kafka.tracking_consumer(group).expect("consumer");
+    let member: Member = kafka
+        .tracking_consumer(group, Prefetch::Sink)
+        .expect("consumer");
     member.subscribe(&[TOPIC]).expect("subscribe");
     member
 }
