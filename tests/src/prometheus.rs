@@ -1,11 +1,13 @@
 //! A real Prometheus server (Debian's `prometheus` package) scraping the pipeline's processes,
 //! queried through its HTTP API.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, wait_for_port};
+use crate::free_port;
 
 /// A Prometheus scraping fixed targets every second, killed on drop.
 pub struct Prometheus {
@@ -30,33 +32,46 @@ impl Prometheus {
             format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{jobs}"),
         )
         .expect("write prometheus.yml");
-        let port = free_port();
-        let log = std::fs::File::create(dir.join("prometheus.log")).expect("prometheus log");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("prometheus-data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .expect(
-                "cannot start `prometheus`: install Debian's prometheus package \
-                 (scripts/test.sh does: apt-get install prometheus)",
+        // The port is free when picked, but a process of another test may bind it before
+        // Prometheus does: Prometheus then exits, and something else answers on the port. So
+        // readiness is Prometheus's own answer, and a lost race is tried again on another port.
+        for attempt in 1..=3 {
+            let port = free_port();
+            let log_path = dir.join(format!("prometheus-{attempt}.log"));
+            let log = std::fs::File::create(&log_path).expect("prometheus log");
+            let mut child = Command::new("prometheus")
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join(format!("prometheus-data-{attempt}")).display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log handle"))
+                .stderr(log)
+                .spawn()
+                .expect(
+                    "cannot start `prometheus`: install Debian's prometheus package \
+                     (scripts/test.sh does: apt-get install prometheus)",
+                );
+            if wait_until_ready(&mut child, port, Duration::from_secs(30)) {
+                return Prometheus {
+                    child,
+                    port,
+                    client: reqwest::Client::new(),
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!(
+                "prometheus did not become ready on port {port} (attempt {attempt}); see {}",
+                log_path.display()
             );
-        assert!(
-            wait_for_port(port, Duration::from_secs(30)),
-            "prometheus did not listen on {port}; see {}",
-            dir.join("prometheus.log").display()
-        );
-        Prometheus {
-            child,
-            port,
-            client: reqwest::Client::new(),
         }
+        panic!(
+            "prometheus did not become ready in 3 attempts; see the prometheus-*.log files in {}",
+            dir.display()
+        );
     }
 
     /// The value of an instant query that yields one series (a `sum(...)`, say); `None` when it
@@ -95,6 +110,35 @@ impl Prometheus {
         }
         panic!("{query} never reached the expected value within {timeout:?}; last value {last:?}");
     }
+}
+
+/// Whether the Prometheus of `child` answers `/-/ready` on `port` within `timeout`; false as soon
+/// as it has exited.
+fn wait_until_ready(child: &mut Child, port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return false;
+        }
+        if ready_answer(port).is_some_and(|answer| {
+            answer.starts_with("HTTP/1.1 200") && answer.contains("Prometheus")
+        }) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+fn ready_answer(port: u16) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(b"GET /-/ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
 }
 
 impl Drop for Prometheus {
