@@ -14,6 +14,7 @@ mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -98,8 +99,12 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// How long the runtime waits for background work once the command is done. The readiness
+/// check runs on a blocking thread and can be waiting up to 5 s for a broker that is down, which
+/// a runtime dropped at the end of `main` would wait for; the answer no longer matters then.
+const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -110,7 +115,19 @@ async fn main() -> ExitCode {
         // Colours only for people: log files and collectors get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(cli).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

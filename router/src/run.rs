@@ -239,7 +239,7 @@ impl Router {
             self.produce_refused_again();
             let now = Instant::now();
             if now >= next_commit {
-                self.commit(CommitMode::Async);
+                self.commit();
                 self.metrics.set_in_flight(self.in_flight());
                 next_commit = now + self.config.commit_interval;
             }
@@ -283,7 +283,9 @@ impl Router {
                 "drain timed out; unfinished records will be routed again after restart"
             );
         }
-        self.commit(CommitMode::Sync);
+        if let Err(err) = self.consumer.context().commit_before_close(&self.consumer) {
+            tracing::warn!(error = %err, "the final offset commit failed; records after the last committed offsets will be routed again");
+        }
         Ok(())
     }
 
@@ -392,8 +394,12 @@ impl Router {
         }
     }
 
-    fn commit(&self, mode: CommitMode) {
-        if let Err(err) = self.consumer.context().commit(&self.consumer, mode) {
+    fn commit(&self) {
+        if let Err(err) = self
+            .consumer
+            .context()
+            .commit(&self.consumer, CommitMode::Async)
+        {
             tracing::warn!(error = %err, "offset commit failed; it is retried on the next tick");
         }
     }

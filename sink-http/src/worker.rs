@@ -284,7 +284,7 @@ pub(crate) async fn pump(
         let linger = batches.next_deadline();
         tokio::select! {
             () = &mut shutdown => break,
-            _ = commit_tick.tick() => commit(consumer, CommitMode::Async),
+            _ = commit_tick.tick() => commit(consumer),
             Some(result) = requests.join_next(), if !requests.is_empty() => {
                 let finished = delivered(result);
                 finish_all(consumer, &finished);
@@ -378,7 +378,9 @@ pub(crate) async fn pump(
             "drain timed out; undelivered events will be delivered after restart"
         );
     }
-    commit(consumer, CommitMode::Sync);
+    if let Err(err) = consumer.context().commit_before_close(consumer) {
+        tracing::warn!(error = %err, "the final offset commit failed; records after the last committed offsets will be delivered again");
+    }
     Ok(())
 }
 
@@ -541,8 +543,8 @@ fn finish_all(consumer: &TrackingConsumer, finished: &[(Source, usize)]) {
     }
 }
 
-fn commit(consumer: &TrackingConsumer, mode: CommitMode) {
-    if let Err(err) = consumer.context().commit(consumer, mode) {
+fn commit(consumer: &TrackingConsumer) {
+    if let Err(err) = consumer.context().commit(consumer, CommitMode::Async) {
         tracing::warn!(error = %err, "offset commit failed; it is retried on the next tick");
     }
 }

@@ -120,8 +120,22 @@ impl Broker {
     /// Stops the broker (SIGKILL), leaves it down for `down`, then starts it again on the same
     /// port and storage.
     pub fn restart_after(&mut self, down: Duration) {
-        self.stop();
+        self.kill();
         std::thread::sleep(down);
+        self.start_again();
+    }
+
+    /// Stops the broker (SIGKILL) until [`Broker::start_again`].
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed broker again on the same port and storage.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the broker is already running");
         self.spawn();
     }
 
@@ -129,18 +143,11 @@ impl Broker {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        self.stop();
+        self.kill();
     }
 }
 

@@ -716,6 +716,102 @@ async fn fault_broker_restarted() {
     assert!(sink.is_running(), "sink died:\n{}", sink.output());
 }
 
+/// How long a stage may take to exit after SIGTERM with the broker down, beyond its drain
+/// timeout: librdkafka fails the final commit after `session.timeout.ms` (10 s) of waiting for a
+/// coordinator, and closing takes a moment more.
+const EXIT_MARGIN: Duration = Duration::from_secs(13);
+
+/// A rollout during a broker outage: the router and the sink get SIGTERM while the broker is
+/// down. Each must exit within its drain timeout plus [`EXIT_MARGIN`] (an orchestrator's grace
+/// period is bounded, and a stage stuck on a broker that never answers would be SIGKILLed), and
+/// what they could not commit is delivered by the next router and sink once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_stopped_during_broker_outage() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let mut siem = Siem::start(dir.path(), "siem").await;
+    let drain = Duration::from_secs(2);
+    let mut rig = Rig::start(&[siem.destination(&format!("drain_timeout = \"{drain:?}\""))]).await;
+    let stops = scale() as usize;
+    let load = Load::start(
+        &rig.publisher,
+        71,
+        events_for(4) + stops * events_for(6),
+        false,
+    );
+    let mut stages = (rig.router("router-0"), rig.sink("sink-0", "siem"));
+    wait_until_flowing(&siem, 200).await;
+    let mut recovered = Duration::ZERO;
+    let mut slowest_exit = Duration::ZERO;
+    for stop in 0..stops {
+        rig.broker.kill();
+        let (router, sink) = stages;
+        let exits = tokio::task::block_in_place(|| {
+            std::thread::scope(|scope| {
+                let timed = |process: Process| {
+                    scope.spawn(move || {
+                        let since = Instant::now();
+                        let status = process.terminate();
+                        (status, since.elapsed())
+                    })
+                };
+                let (router, sink) = (timed(router), timed(sink));
+                [
+                    ("router", router.join().unwrap()),
+                    ("sink", sink.join().unwrap()),
+                ]
+            })
+        });
+        let mut failures = Vec::new();
+        for (stage, (status, took)) in exits {
+            eprintln!("{stage} exited with {status} {took:?} after SIGTERM, the broker down");
+            // The router's default drain timeout is 10 s, the sink's is set to `drain` above.
+            let drain = if stage == "router" {
+                Duration::from_secs(10)
+            } else {
+                drain
+            };
+            if took >= drain + EXIT_MARGIN || !status.success() {
+                let log = std::fs::read_to_string(rig.dir().join(format!("{stage}-{stop}.log")))
+                    .unwrap_or_default();
+                failures.push(format!(
+                    "{stage} exited with {status} {took:?} after SIGTERM with the broker down \
+                     (bound {:?}):\n{log}",
+                    drain + EXIT_MARGIN
+                ));
+            }
+            slowest_exit = slowest_exit.max(took);
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        tokio::task::block_in_place(|| rig.broker.start_again());
+        let back = Instant::now();
+        stages = (
+            rig.router(&format!("router-{}", stop + 1)),
+            rig.sink(&format!("sink-{}", stop + 1), "siem"),
+        );
+        let this = recovery(&siem, &load, back).await;
+        recovered = recovered.max(this);
+        rest(Duration::from_secs(4), this).await;
+    }
+    finish(
+        &rig,
+        &mut siem,
+        load,
+        "router and sink stopped during a broker outage",
+        format!(
+            "{stops} SIGKILL(s) of the broker, then SIGTERM of the router and the sink; \
+             slowest exit {:.1} s",
+            slowest_exit.as_secs_f64()
+        ),
+        recovered,
+        started,
+    )
+    .await;
+    let (mut router, mut sink) = stages;
+    assert!(router.is_running(), "router died:\n{}", router.output());
+    assert!(sink.is_running(), "sink died:\n{}", sink.output());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_sink_workers_scaled() {
     let started = Instant::now();
