@@ -22,6 +22,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod count;
 mod server;
 pub mod tls;
 pub mod verify;
