@@ -22,6 +22,8 @@ pub mod topics;
 
 pub use config::{KafkaConfig, Prefetch};
 pub use error::{is_transient, KafkaError};
-pub use offsets::{OffsetTracker, TrackingConsumer, TrackingContext};
+pub use offsets::{
+    close_within, OffsetTracker, TrackingConsumer, TrackingContext, CONSUMER_CLOSE_TIMEOUT,
+};
 pub use produce::produce_until_acked;
 pub use scan::{follow, partitions_of, scan, scan_window, TimeWindow};

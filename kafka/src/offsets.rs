@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{
@@ -325,6 +326,40 @@ impl ConsumerContext for TrackingContext {
     }
 }
 
+/// How long a stopping stage waits for its consumer to close (leave its group) before exiting
+/// without it. A close takes milliseconds with the broker up.
+pub const CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Closes a group consumer by dropping it on a thread of its own, and waits for that at most
+/// `timeout`; returns whether it closed in time. rdkafka's drop polls until librdkafka reports
+/// the consumer closed, without a bound, and with the broker down a router stopped during an
+/// outage waited there for good: its group coordinator's queue kept a request that timed out and
+/// was queued again every minute. Past the bound the caller goes on (a stopping stage exits and
+/// the thread dies with the process). Nothing is lost: the group gives the partitions to another
+/// member once this one's session times out, from the last committed offsets.
+pub fn close_within<C: Send + 'static>(consumer: C, timeout: Duration) -> bool {
+    let (closed, wait) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("consumer-close".to_owned())
+        .spawn(move || {
+            drop(consumer);
+            // The caller may have stopped waiting; nothing is left to tell then.
+            let _ = closed.send(());
+        });
+    if let Err(err) = spawned {
+        tracing::warn!(error = %err, "cannot start a thread to close the consumer; exiting without closing it");
+        return false;
+    }
+    let in_time = wait.recv_timeout(timeout).is_ok();
+    if !in_time {
+        tracing::warn!(
+            ?timeout,
+            "the consumer did not leave its group in time (is the broker down?); exiting without it: the group moves its partitions on when the session times out"
+        );
+    }
+    in_time
+}
+
 impl KafkaConfig {
     /// A consumer in `group` whose context tracks offsets; see [`TrackingContext`]. Either the
     /// [`TrackingConsumer`] the async stages use or a `BaseConsumer` polled on a thread of its own.
@@ -353,6 +388,31 @@ impl KafkaConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stands in for a consumer whose close waits until `release` is dropped or sent to.
+    struct SlowToClose(std::sync::mpsc::Receiver<()>);
+
+    impl Drop for SlowToClose {
+        fn drop(&mut self) {
+            let _ = self.0.recv();
+        }
+    }
+
+    #[test]
+    fn closing_waits_for_the_close_but_not_past_the_bound() {
+        let (_release, held) = std::sync::mpsc::channel();
+        let started = std::time::Instant::now();
+        assert!(!close_within(SlowToClose(held), Duration::from_millis(200)));
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(200) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+
+        let (release, held) = std::sync::mpsc::channel();
+        release.send(()).unwrap();
+        assert!(close_within(SlowToClose(held), Duration::from_secs(5)));
+    }
 
     fn positions(tracker: &OffsetTracker) -> Vec<(String, i32, i64)> {
         let mut list: Vec<_> = tracker

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auditstream_kafka::topics::{self, RAW_GATEWAY, RAW_LIFECYCLE};
-use auditstream_kafka::{KafkaConfig, Prefetch, TrackingContext};
+use auditstream_kafka::{
+    close_within, KafkaConfig, Prefetch, TrackingContext, CONSUMER_CLOSE_TIMEOUT,
+};
 use auditstream_schemas::envelope::App;
 use auditstream_schemas::{catalogue, headers};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -128,6 +130,15 @@ impl ProducerContext for Deliveries {
                     .finish(&source.topic, source.partition, source.offset);
                 self.in_flight.fetch_sub(1, Ordering::Relaxed);
             }
+            // The producer's drop purged it: the router is exiting after its drain timeout, and
+            // the input offset stays unfinished, so the record is routed again after a restart.
+            // A warning per record would only repeat the drain's.
+            Err((
+                KafkaError::MessageProduction(
+                    RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight,
+                ),
+                _,
+            )) => {}
             // librdkafka already retried for message.timeout.ms. Nothing may be skipped, so try
             // again after a pause; the input offset stays unfinished meanwhile.
             Err((err, message)) => {
@@ -286,6 +297,12 @@ impl Router {
         if let Err(err) = self.consumer.context().commit_before_close(&self.consumer) {
             tracing::warn!(error = %err, "the final offset commit failed; records after the last committed offsets will be routed again");
         }
+        let Router {
+            consumer, producer, ..
+        } = self;
+        // Purges what the broker has not acknowledged (see `Deliveries::delivery`).
+        drop(producer);
+        close_within(consumer, CONSUMER_CLOSE_TIMEOUT);
         Ok(())
     }
 

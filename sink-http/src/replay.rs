@@ -18,7 +18,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::metrics::SinkMetrics;
-use crate::worker::{pump, Target, Until};
+use crate::worker::{close, pump, Target, Until};
 use crate::{Destination, SinkError};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,6 +100,7 @@ pub async fn replay(
     // A replay is a short command with no metrics endpoint: its counts go nowhere.
     let metrics = SinkMetrics::new(&Metrics::new("replay"), &name);
     let target = Arc::new(Target::new(kafka, destination, false, metrics)?);
-    pump(&consumer, target, Until::Ends(ends), shutdown).await?;
-    Ok(total)
+    let pumped = pump(&consumer, target, Until::Ends(ends), shutdown).await;
+    close(consumer).await;
+    pumped.map(|()| total)
 }

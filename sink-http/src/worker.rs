@@ -20,7 +20,9 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use auditstream_kafka::{KafkaConfig, Prefetch, TrackingConsumer, TrackingContext};
+use auditstream_kafka::{
+    close_within, KafkaConfig, Prefetch, TrackingConsumer, TrackingContext, CONSUMER_CLOSE_TIMEOUT,
+};
 use auditstream_schemas::headers;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
@@ -146,7 +148,17 @@ pub async fn run(
         destination = %target.destination.config.name, url = %target.destination.display_url(), group, ?topics,
         "sink worker started"
     );
-    pump(&consumer, target, Until::Shutdown, shutdown).await
+    let result = pump(&consumer, target, Until::Shutdown, shutdown).await;
+    close(consumer).await;
+    result
+}
+
+/// Closes a worker's consumer (it leaves its group) within [`CONSUMER_CLOSE_TIMEOUT`], off the
+/// runtime's threads: with the broker down the close may never end (see [`close_within`]).
+pub(crate) async fn close(consumer: TrackingConsumer) {
+    // The close runs on a thread of its own either way; a failure to wait for it changes nothing.
+    let _ =
+        tokio::task::spawn_blocking(move || close_within(consumer, CONSUMER_CLOSE_TIMEOUT)).await;
 }
 
 /// A batch still filling.

@@ -170,6 +170,11 @@ pub fn auditstream_bin() -> PathBuf {
     })
 }
 
+/// How long [`Process::terminate`] waits for an exit: far past any drain timeout of the tests and
+/// the benchmark, so that a stage that never exits fails its test instead of hanging the run (a
+/// router stuck closing its consumer did, before `auditstream_kafka::close_within`).
+pub const EXIT_LIMIT: Duration = Duration::from_secs(120);
+
 /// A running `auditstream` subcommand whose output goes to a log file; killed on drop.
 pub struct Process {
     child: Child,
@@ -212,13 +217,28 @@ impl Process {
     }
 
     /// Asks the process to stop (SIGTERM) and waits for it.
+    /// Past [`EXIT_LIMIT`] it is killed and the caller panics with the path of its log.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         // std can only SIGKILL; the `kill` command sends SIGTERM without unsafe code.
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        self.child.wait().expect("wait for process")
+        let deadline = Instant::now() + EXIT_LIMIT;
+        loop {
+            match self.child.try_wait().expect("wait for process") {
+                Some(status) => return status,
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                None => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!(
+                        "the process did not exit within {EXIT_LIMIT:?} of SIGTERM and was killed; its log is {}",
+                        self.log.display()
+                    );
+                }
+            }
+        }
     }
 
     /// Kills the process with SIGKILL: no drain, no final commit.
