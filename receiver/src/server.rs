@@ -456,21 +456,20 @@ fn split_envelopes(body: &Bytes) -> Vec<&[u8]> {
                 .collect();
         }
     }
-    trimmed
-        .split(|&b| b == b'\n')
+    lines(trimmed).collect()
+}
+
+/// The non-blank lines of a body, trimmed: one JSON object, or NDJSON.
+fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    body.split(|&b| b == b'\n')
         .map(<[u8]>::trim_ascii)
         .filter(|line| !line.is_empty())
-        .collect()
 }
 
 /// How many envelopes a body holds, as [`split_envelopes`] would split a well-formed one, without
 /// parsing them (see [`crate::count`]).
 fn count_envelopes(body: &[u8]) -> usize {
-    crate::count::count_array_elements(body).unwrap_or_else(|| {
-        body.split(|&b| b == b'\n')
-            .filter(|line| !line.trim_ascii().is_empty())
-            .count()
-    })
+    crate::count::count_array_elements(body).unwrap_or_else(|| lines(body).count())
 }
 
 fn payload_id(envelope: &[u8]) -> Option<String> {
